@@ -1,0 +1,3 @@
+from reidcompress.cli import main
+
+main()

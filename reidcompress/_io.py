@@ -1,0 +1,67 @@
+"""Atomic file output and content hashing shared by every writer."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from reidcompress.errors import InputError
+
+__all__ = ["atomic_path", "atomic_write_text", "check_output_path", "file_sha256", "require_file"]
+
+
+def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """Return ``path`` as a Path, raising InputError when it is not an existing file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise InputError(f"{what} is not a file: {p}")
+    return p
+
+
+def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
+    """Refuse to write an output over one of the command's inputs."""
+    o = Path(out)
+    for i in inputs:
+        if Path(i).exists() and o.exists() and o.resolve() == Path(i).resolve():
+            raise InputError(f"refusing to overwrite the input {i}; choose another output path")
+    if o.exists() and o.is_dir():
+        raise InputError(f"output path is a directory: {o}")
+    return o
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
+
+    Readers never see a half-written file and a failed write leaves nothing behind.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
+    return Path(final)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

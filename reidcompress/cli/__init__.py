@@ -1,0 +1,45 @@
+"""The ``reidcompress`` command line: one module per command, each a thin wrapper."""
+
+from __future__ import annotations
+
+import typer
+
+from reidcompress import __version__
+
+app = typer.Typer(
+    name="reidcompress",
+    help="Prune, fine-tune, export and verify person re-identification networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reidcompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Prune, fine-tune, export and verify person re-identification networks."""
+
+
+def _register() -> None:
+    # Imported here so each command module can import `app`-free helpers without cycles.
+    from reidcompress.cli import data, evaluate, import_, info
+
+    app.add_typer(data.app, name="data")
+    app.command("import")(import_.import_cmd)
+    app.command("info")(info.info_cmd)
+    app.command("evaluate")(evaluate.evaluate_cmd)
+
+
+_register()
+
+
+def main() -> None:
+    app()

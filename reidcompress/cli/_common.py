@@ -1,0 +1,75 @@
+"""What every command shares: error reporting, JSON output, the stderr console, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from reidcompress.errors import InputError, ReidCompressError
+
+__all__ = ["handle_errors", "emit_json", "console", "out_console", "parse_size", "parse_floats", "parse_ints"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Progress, logs and tables for people go to stderr unless a command prints its result table;
+# with --json, stdout carries exactly one JSON object.
+console = Console(stderr=True)
+out_console = Console()
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a ReidCompressError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ReidCompressError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__fspath__"):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x128' -> (256, 128) as (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"size must look like HEIGHTxWIDTH (e.g. 256x128), got {text!r}") from None
+    if h < 16 or w < 16:
+        raise InputError(f"size must be at least 16x16, got {text!r}")
+    return h, w
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None

@@ -1,0 +1,44 @@
+"""Exception hierarchy.
+
+Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ReidCompressError",
+    "InputError",
+    "CheckpointError",
+    "ArchitectureError",
+    "DatasetError",
+    "MethodError",
+    "BackendUnavailableError",
+]
+
+
+class ReidCompressError(Exception):
+    """Base class of every error the CLI reports as bad input (exit code 2)."""
+
+
+class InputError(ReidCompressError, ValueError):
+    """A user-supplied value or path is unusable (missing file, rate out of range...)."""
+
+
+class CheckpointError(ReidCompressError):
+    """A file is not a loadable reidcompress (or importable) checkpoint."""
+
+
+class ArchitectureError(ReidCompressError):
+    """Weights do not fit the requested architecture, or the architecture is unknown."""
+
+
+class DatasetError(ReidCompressError):
+    """A dataset folder does not have the expected layout or is empty."""
+
+
+class MethodError(ReidCompressError, ValueError):
+    """Unknown pruning method, or a method used without what it needs."""
+
+
+class BackendUnavailableError(ReidCompressError):
+    """An inference backend (TensorRT, CUDA, an ONNX Runtime provider) is not available here."""

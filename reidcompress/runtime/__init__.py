@@ -1,0 +1,11 @@
+"""One inference interface over every backend: ``embed(batch) -> embeddings``.
+
+Evaluation, verification and benchmarks take any model file and pick the backend by file type.
+"""
+
+from __future__ import annotations
+
+from reidcompress.runtime.base import Embedder, load_embedder, register_backend
+from reidcompress.runtime.torch_backend import TorchEmbedder
+
+__all__ = ["Embedder", "TorchEmbedder", "load_embedder", "register_backend"]
