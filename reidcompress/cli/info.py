@@ -21,9 +21,17 @@ def _table(info: dict[str, Any]) -> Table:
     t = Table(title=info["path"], show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
-    t.add_row("architecture", f"{info['arch']} (last stride {info['last_stride']}, {info['pooling']} pool, neck {info['neck']})")
-    t.add_row("parameters", f"{info['params'] / 1e6:.3f} M (inference; {info['params_with_classifier'] / 1e6:.3f} M with classifier)")
-    t.add_row("FLOPs", f"{info['flops'] / 1e9:.3f} GFLOPs = {info['macs'] / 1e9:.3f} GMACs at {info['input_size'][0]}x{info['input_size'][1]}, batch 1")
+    t.add_row(
+        "architecture",
+        f"{info['arch']} (last stride {info['last_stride']}, {info['pooling']} pool, neck {info['neck']})",
+    )
+    t.add_row(
+        "parameters",
+        f"{info['params'] / 1e6:.3f} M (inference; {info['params_with_classifier'] / 1e6:.3f} M with classifier)",
+    )
+    h, w = info["input_size"]
+    flops = f"{info['flops'] / 1e9:.3f} GFLOPs = {info['macs'] / 1e9:.3f} GMACs at {h}x{w}, batch 1"
+    t.add_row("FLOPs", flops)
     t.add_row("embedding", f"{info['embedding_dim']}-d")
     t.add_row("ID classes", str(info["num_classes"]))
     pre = info["preprocessing"]
@@ -31,7 +39,9 @@ def _table(info: dict[str, Any]) -> Table:
     for stage, widths in info["stage_widths"].items():
         t.add_row(f"widths {stage}", " ".join(map(str, widths)))
     pr = info["pruning"]
-    t.add_row("pruning", "none" if not pr else ", ".join(f"{k}={v}" for k, v in pr.items() if not isinstance(v, dict | list)))
+    t.add_row(
+        "pruning", "none" if not pr else ", ".join(f"{k}={v}" for k, v in pr.items() if not isinstance(v, dict | list))
+    )
     return t
 
 

@@ -21,8 +21,15 @@ def _resized(module: nn.Module, shape: Sequence[int]) -> nn.Module | None:
             return None
         groups = module.groups if module.groups == 1 else out_c
         return nn.Conv2d(
-            in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding,
-            module.dilation, groups, module.bias is not None, module.padding_mode,
+            in_per_group * groups,
+            out_c,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups,
+            module.bias is not None,
+            module.padding_mode,
         )
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if shape[0] == module.num_features:

@@ -37,7 +37,11 @@ def _describe(model: ReIDNet, pruning: dict[str, Any] | None, meta: dict[str, An
         "config": model.config.to_dict(),
         "embedding_dim": model.embedding_dim,
         "pruning": pruning,
-        "meta": {"reidcompress_version": __version__, "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(), **(meta or {})},
+        "meta": {
+            "reidcompress_version": __version__,
+            "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            **(meta or {}),
+        },
     }
 
 

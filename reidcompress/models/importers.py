@@ -71,7 +71,9 @@ def _fastreid(obj: Any, src: str) -> tuple[StateDict, dict[str, Any]]:
             mapped[k] = v
         elif k.startswith("heads.bottleneck.0."):
             if k.endswith(".weight") and v.dim() != 1:
-                raise ArchitectureError(f"{src}: fast-reid heads with an embedding conv (EMBEDDING_DIM > 0) are not supported")
+                raise ArchitectureError(
+                    f"{src}: fast-reid heads with an embedding conv (EMBEDDING_DIM > 0) are not supported"
+                )
             mapped["bnneck." + k.removeprefix("heads.bottleneck.0.")] = v
         elif k == "heads.weight":
             mapped["classifier.weight"] = v
@@ -140,8 +142,15 @@ def import_checkpoint(
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     model = convert_state_dict(
-        load_raw(src), fmt, arch, str(src),
-        last_stride=last_stride, pooling=pooling, input_size=input_size, mean=mean, std=std,
+        load_raw(src),
+        fmt,
+        arch,
+        str(src),
+        last_stride=last_stride,
+        pooling=pooling,
+        input_size=input_size,
+        mean=mean,
+        std=std,
     )
     save_model(out, model, meta={"imported_from": {"format": fmt, "path": str(Path(src).resolve())}})
     return model.eval()

@@ -163,9 +163,7 @@ class ReIDNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the ID classifier (fine-tuning on a dataset with other identities)."""
         dim = self.embedding_dim
-        self.classifier = (
-            nn.Linear(dim, num_classes, bias=self.config.classifier_bias) if num_classes > 0 else None
-        )
+        self.classifier = nn.Linear(dim, num_classes, bias=self.config.classifier_bias) if num_classes > 0 else None
         if self.classifier is not None:
             ref = next(self.parameters())
             self.classifier.to(device=ref.device, dtype=ref.dtype)
