@@ -206,7 +206,7 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: tuple[int, int]) -> np.ndarray:
     """Value noise in [0, 1]: a coarse random grid upsampled bicubically."""
     coarse = (rng.uniform(0, 255, cells)).astype(np.uint8)
-    return np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32) / 255.0
+    return np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255.0
 
 
 def _mix(a: Colour, b: Colour, t: np.ndarray) -> np.ndarray:
@@ -251,15 +251,15 @@ def make_background(rng: np.random.Generator, cam: Camera, h: int, w: int) -> np
     elif kind == "lamps":
         img = _mix(c1, c1, t) * (0.5 + 0.5 * t[..., None])
         for _ in range(int(rng.integers(2, 4))):
-            cy, cx, r = rng.uniform(0, h * 0.6), rng.uniform(0, w), rng.uniform(0.15, 0.35) * h
-            glow = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            cy, cx, radius = rng.uniform(0, h * 0.6), rng.uniform(0, w), rng.uniform(0.15, 0.35) * h
+            glow = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius * radius))
             img = img + glow[..., None] * np.asarray(c2, np.float32)
     elif kind == "snow":
         ground = h * rng.uniform(0.5, 0.65)
         trunks = ((xx + rng.uniform(0, w)) % (w / rng.uniform(1.5, 3))) < w * 0.08
         sky = np.where(trunks[..., None], np.asarray(c2, np.float32) * 0.4, _mix(c1, c3, t))
         snow = 0.85 + 0.1 * _smooth_noise(rng, h, w, (12, 6))
-        img = np.where((yy > ground)[..., None], snow[..., None] * np.float32(1.0), sky)
+        img = np.where((yy > ground)[..., None], snow[..., None], sky)
     elif kind == "tunnel":
         r = np.sqrt(((yy - h * 0.4) / h) ** 2 + ((xx - w / 2) / w) ** 2 * 0.5)
         lines = ((yy % (h / 8)) < 1.5) | ((xx % (w / 3)) < 1.5)
@@ -520,7 +520,9 @@ def _colourise(p: Identity, labels: np.ndarray, b: _Body, light: float, window: 
 
 def _downsample(a: np.ndarray, s: int) -> np.ndarray:
     """Box filter by ``s`` (strided sums are much faster than a mean over reshaped axes)."""
-    acc = sum(a[i::s, j::s] for i in range(s) for j in range(s))
+    acc = a[::s, ::s].copy()
+    for i, j in ((i, j) for i in range(s) for j in range(s) if i or j):
+        acc += a[i::s, j::s]
     return acc * np.float32(1 / (s * s))
 
 

@@ -67,7 +67,6 @@ def build_train_loader(
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
         generator=generator,
     )
 
