@@ -102,8 +102,8 @@ def load_dataset(root: str | os.PathLike[str], name: str = "market1501", **optio
     Args:
         root: The dataset folder, or a folder holding it under its usual name (e.g. ``Market-1501-v15.09.15``).
         name: A name from :func:`list_datasets` or an alias (``market``, ``duke``, ``cuhk03np``, ``msmt``...).
-        **options: Parser options; ``msmt17`` takes ``include_val`` (add ``list_val.txt`` to train, as
-            torchreid's ``combineall`` does; off by default like the published protocol).
+        **options: Parser options; ``msmt17`` takes ``include_val`` (add ``list_val.txt`` to train, which
+            torchreid does only under ``combineall``; off by default, as in the published protocol).
 
     Raises:
         InputError: Unknown dataset name or parser option.
@@ -275,8 +275,8 @@ def msmt17(root: Path, include_val: bool = False) -> ReIDDataset:
 
     Args:
         root: The folder holding ``MSMT17_V1`` or ``MSMT17_V2`` (or that folder itself).
-        include_val: Add ``list_val.txt`` to train (32,621 images instead of 30,248), as torchreid's
-            ``combineall``; off by default, as in the published protocol.
+        include_val: Add ``list_val.txt`` to train (32,621 images instead of 30,248); torchreid does so
+            only under ``combineall``. Off by default, as in the published protocol.
     """
     d, train_dir, test_dir = _find_msmt_dir(root)
     train = _parse_msmt_list(d / "list_train.txt", d / train_dir)
