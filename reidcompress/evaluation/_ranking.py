@@ -7,8 +7,9 @@ in its row that rank is
 
     #{gallery items closer than the match} - #{dropped items closer than the match}.
 
-So a chunk needs one value sort per row (several times cheaper than an argsort) and binary searches.
-Only a true match whose distance is tied with another item needs more, and the order of tied items
+So a chunk needs one value sort per row (several times cheaper than an argsort, and run on all
+cores) and binary searches. Only a true match whose distance is tied with another kept item needs
+more, and the order of tied items
 is a choice: ``"argsort"`` re-ranks such rows with ``np.argsort``, the call torchreid makes, so tie
 order and every number are torchreid's; ``"stable"`` puts tied items in gallery order (as
 ``np.argsort(kind="stable")``), found by comparing only the tied rows. Float32 distances tie often
@@ -17,7 +18,10 @@ at scale (most MSMT17 rows have a tied true match), which makes ``"stable"`` the
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 _TIE_SLAB = 64
+_MIN_ITEMS_PER_THREAD = 8  # rows (or re-ranked rows) below which a thread is not worth starting
 
 
 @dataclass(frozen=True)
@@ -116,30 +121,78 @@ def check_ties(ties: str) -> None:
         raise InputError(f"unknown ties rule {ties!r}; valid: {', '.join(TIES)}")
 
 
-@dataclass(frozen=True)
-class _Ragged:
-    """Per-query lists of (distance, gallery column) as (C, widest) matrices; padding is (+inf, G)."""
+def _run_split(fn: Callable[[slice], None], num_items: int) -> None:
+    """Call ``fn`` on contiguous slices of ``range(num_items)``, one per torch thread.
 
-    values: torch.Tensor
-    cols: torch.Tensor
+    Numpy releases the GIL while it sorts, so sorting row slices in threads uses every core.
+    """
+    workers = max(1, min(torch.get_num_threads(), num_items // _MIN_ITEMS_PER_THREAD))
+    if workers == 1:
+        fn(slice(0, num_items))
+        return
+    bounds = np.linspace(0, num_items, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(fn, [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]))
 
 
-def _pad_rows(rows: np.ndarray, values: torch.Tensor, cols: torch.Tensor, num_rows: int, num_g: int) -> _Ragged:
+def _sort_rows(dist: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Every row of ``dist`` sorted, written to ``out`` (reusing one buffer saves page faults)."""
+    if out is None or out.shape[1] != dist.shape[1] or out.shape[0] < dist.shape[0] or out.dtype != dist.dtype:
+        out = np.empty(dist.shape, dtype=dist.dtype)
+    out = out[: dist.shape[0]]
+
+    def sort_slice(rows: slice) -> None:
+        out[rows] = dist[rows]
+        out[rows].sort(axis=1)
+
+    _run_split(sort_slice, dist.shape[0])
+    return out
+
+
+def _count_below(srt: np.ndarray, rows: np.ndarray, values: np.ndarray, inclusive: bool = False) -> np.ndarray:
+    """Per (row, value): entries of the row-sorted ``srt[row]`` below (or, inclusive, up to) ``value``.
+
+    A binary search run for all pairs at once (``np.searchsorted`` takes one sorted array only).
+    """
+    width = srt.shape[1]
+    flat = srt.reshape(-1)
+    lo = rows * width
+    hi = lo + width
+    for _ in range(width.bit_length()):
+        mid = (lo + hi) >> 1
+        probe = flat[np.minimum(mid, flat.size - 1)]
+        right = ((probe <= values) if inclusive else (probe < values)) & (lo < hi)
+        lo, hi = np.where(right, mid + 1, lo), np.where(right, hi, mid)
+    return lo - rows * width
+
+
+def _pad_sorted(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, num_rows: int, num_g: int):
+    """Ragged per-row (value, column) lists as (num_rows, widest) matrices sorted by value, padded (+inf, G)."""
     counts = np.bincount(rows, minlength=num_rows)
-    width = max(int(counts.max(initial=0)), 1)
     slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
-    where = (torch.from_numpy(rows).to(values.device), torch.from_numpy(slot).to(values.device))
-    out_v = torch.full((num_rows, width), float("inf"), dtype=values.dtype, device=values.device)
-    out_c = torch.full((num_rows, width), num_g, dtype=torch.int64, device=values.device)
-    out_v[where], out_c[where] = values, cols
-    return _Ragged(out_v, out_c)
+    shape = (num_rows, max(int(counts.max(initial=0)), 1))
+    out_v, out_c = np.full(shape, np.inf, dtype=values.dtype), np.full(shape, num_g)
+    out_v[rows, slot], out_c[rows, slot] = values, cols
+    order = np.argsort(out_v, axis=1, kind="stable")
+    return np.take_along_axis(out_v, order, axis=1), np.take_along_axis(out_c, order, axis=1)
 
 
-def _sort_rows(dist: torch.Tensor) -> torch.Tensor:
-    if dist.is_cuda:
-        return torch.sort(dist, dim=1).values
-    # numpy's SIMD value sort is several times faster than torch's CPU sort.
-    return torch.from_numpy(np.sort(dist.numpy(), axis=1))
+def _kept_ties(srt, drop_v, rows, values, less, drop_less) -> np.ndarray:
+    """Which true matches share their distance with a kept item other than themselves.
+
+    ``srt[row, less]`` is the match itself, so only where the next sorted entry is equal can there be
+    a tie; the exact count, dropped items discounted, is computed for those few candidates.
+    """
+    num_g = srt.shape[1]
+    nxt = np.minimum(less + 1, num_g - 1)
+    tied = (less + 1 < num_g) & (srt[rows, nxt] == values)
+    cand = np.flatnonzero(tied)
+    if len(cand):
+        r, v = rows[cand], values[cand]
+        equal = _count_below(srt, r, v, inclusive=True) - less[cand]
+        equal_dropped = _count_below(drop_v, r, v, inclusive=True) - drop_less[cand]
+        tied[cand] = equal - equal_dropped > 1
+    return tied
 
 
 def _argsort_ranks(row: np.ndarray, index: GalleryIndex, pid: int, camid: int) -> np.ndarray:
@@ -150,58 +203,68 @@ def _argsort_ranks(row: np.ndarray, index: GalleryIndex, pid: int, camid: int) -
     return np.flatnonzero(match[keep])
 
 
-def _tied_before(dist: torch.Tensor, pos: _Ragged, drop: _Ragged, tied: torch.Tensor) -> torch.Tensor:
-    """For each tied true match: kept items at the same distance with a smaller gallery index."""
-    r, j = torch.nonzero(tied, as_tuple=True)
-    extra = torch.zeros(tied.shape, dtype=torch.int64, device=dist.device)
-    arange = torch.arange(dist.shape[1], device=dist.device)
-    for s in range(0, len(r), _TIE_SLAB):  # slabs bound the (ties x gallery) comparison
-        rs, js = r[s : s + _TIE_SLAB], j[s : s + _TIE_SLAB]
-        t, g = pos.values[rs, js, None], pos.cols[rs, js, None]
-        same = ((dist[rs] == t) & (arange < g)).sum(dim=1)
-        same_dropped = ((drop.values[rs] == t) & (drop.cols[rs] < g)).sum(dim=1)
-        extra[rs, js] = same - same_dropped
-    return extra
+def _tied_before(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, drop) -> np.ndarray:
+    """Per tied true match: kept items at the same distance with a smaller gallery index."""
+    drop_v, drop_c = drop
+    before = np.empty(len(rows), dtype=np.int64)
+    arange = np.arange(dist.shape[1])
+    for s in range(0, len(rows), _TIE_SLAB):  # slabs bound the (ties x gallery) comparison
+        r, g, t = rows[s : s + _TIE_SLAB], cols[s : s + _TIE_SLAB, None], values[s : s + _TIE_SLAB, None]
+        same = np.count_nonzero((dist[r] == t) & (arange < g), axis=1)
+        before[s : s + _TIE_SLAB] = same - np.count_nonzero((drop_v[r] == t) & (drop_c[r] < g), axis=1)
+    return before
 
 
 def positive_ranks(
-    dist: torch.Tensor, q_pids: np.ndarray, q_camids: np.ndarray, index: GalleryIndex, ties: str = "argsort"
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    q_camids: np.ndarray,
+    index: GalleryIndex,
+    ties: str = "argsort",
+    buffer: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of every kept true match of every query in a chunk of distance rows.
 
     Args:
-        dist: (C, G) float distances, on any device.
+        dist: (C, G) float distances.
         q_pids, q_camids: labels of the C queries.
         index: the gallery's labels.
         ties: order of items at equal distance: ``"argsort"`` as ``np.argsort`` (torchreid's
-            order; re-sorts each row where a true match is tied), ``"stable"`` by gallery index.
+            order; re-sorts each row where a true match ties with a kept item), ``"stable"`` by
+            gallery index.
+        buffer: scratch space for the sorted rows, reused across chunks when large enough.
 
     Returns:
         ``counts`` (C,) kept true matches per query, and ``ranks`` (C, W) int64: row i holds its
         ``counts[i]`` 0-based ranks among the kept items, ascending, then padding.
     """
     num_rows, num_g = dist.shape
-    rows, cols, dropped = index.matches(q_pids, q_camids)
-    device = dist.device
-    cols_t, keep = torch.from_numpy(cols).to(device), torch.from_numpy(~dropped).to(device)
-    values = dist[torch.from_numpy(rows).to(device), cols_t]
-    pos = _pad_rows(rows[~dropped], values[keep], cols_t[keep], num_rows, num_g)
-    drop = _pad_rows(rows[dropped], values[~keep], cols_t[~keep], num_rows, num_g)
-    srt = _sort_rows(dist)
+    srt = _sort_rows(dist, out=buffer)
     # Sorting puts NaN last, so the two ends of each sorted row reveal any non-finite distance.
-    if not bool(torch.isfinite(srt[:, [0, -1]]).all()):
+    if not np.isfinite(srt[:, [0, -1]]).all():
         raise InputError("distances must be finite; found NaN or inf")
-    closer = torch.searchsorted(srt, pos.values)
-    tied = (torch.searchsorted(srt, pos.values, right=True) - closer > 1) & (pos.cols < num_g)
-    ranks = closer - torch.searchsorted(drop.values.sort(dim=1).values, pos.values)
-    if ties == "stable" and bool(tied.any()):
-        ranks += _tied_before(dist, pos, drop, tied)
-    ranks = torch.where(pos.cols == num_g, num_g, ranks).sort(dim=1).values.cpu().numpy()
-    counts = np.bincount(rows[~dropped], minlength=num_rows)
-    if ties == "argsort":
-        for r in torch.nonzero(tied.any(dim=1)).flatten().tolist():
-            ranks[r, : counts[r]] = _argsort_ranks(dist[r].cpu().numpy(), index, q_pids[r], q_camids[r])
-    return counts, ranks
+    rows, cols, dropped = index.matches(q_pids, q_camids)
+    values = dist[rows, cols]
+    drop = _pad_sorted(rows[dropped], values[dropped], cols[dropped], num_rows, num_g)
+    rows, cols, values = rows[~dropped], cols[~dropped], values[~dropped]
+    less, drop_less = _count_below(srt, rows, values), _count_below(drop[0], rows, values)
+    ranks = less - drop_less
+    tied = _kept_ties(srt, drop[0], rows, values, less, drop_less)
+    if ties == "stable" and tied.any():
+        ranks[tied] += _tied_before(dist, rows[tied], cols[tied], values[tied], drop)
+    counts = np.bincount(rows, minlength=num_rows)
+    out = np.full((num_rows, max(int(counts.max(initial=0)), 1)), num_g, dtype=np.int64)
+    out[rows, np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]] = ranks
+    out.sort(axis=1)
+    if ties == "argsort" and tied.any():
+        redo = np.unique(rows[tied])
+
+        def rerank(part: slice) -> None:
+            for r in redo[part]:
+                out[r, : counts[r]] = _argsort_ranks(dist[r], index, q_pids[r], q_camids[r])
+
+        _run_split(rerank, len(redo))
+    return counts, out
 
 
 class RankAccumulator:

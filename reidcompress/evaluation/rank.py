@@ -38,16 +38,20 @@ __all__ = ["evaluate_features", "evaluate_rank", "rank_metrics"]
 _DEFAULT_BUDGET_MB = 256.0
 
 
-def _as_distmat(distmat: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A float (Q, G) tensor sharing memory with ``distmat`` where possible."""
-    t = distmat.detach() if isinstance(distmat, torch.Tensor) else torch.from_numpy(np.asarray(distmat))
-    if t.ndim != 2:
-        raise InputError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(t.shape)}")
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float64 if t.dtype in (torch.int32, torch.int64) else torch.float32)
-    if t.shape[0] == 0 or t.shape[1] == 0:
+def _as_distmat(distmat: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``distmat`` as a float (Q, G) array, or tensor (left on its device; moved a chunk at a time)."""
+    dist = distmat.detach() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
+    if dist.ndim != 2:
+        raise InputError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(dist.shape)}")
+    if dist.shape[0] == 0 or dist.shape[1] == 0:
         raise InputError("distmat must have at least one query and one gallery item")
-    return t
+    if isinstance(dist, torch.Tensor):
+        return dist if dist.dtype in (torch.float32, torch.float64) else dist.double()
+    return dist if dist.dtype in (np.float32, np.float64) else dist.astype(np.float64)
+
+
+def _numpy_rows(dist: np.ndarray | torch.Tensor) -> np.ndarray:
+    return dist.cpu().numpy() if isinstance(dist, torch.Tensor) else dist
 
 
 def _chunk_rows(chunk_size: int | None, bytes_per_row: float, memory_budget_mb: float) -> int:
@@ -95,10 +99,12 @@ def rank_metrics(
     labels = check_labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
     acc = RankAccumulator(check_max_rank(max_rank, num_g))
     index = GalleryIndex(labels.g_pids, labels.g_camids)
-    rows = _chunk_rows(chunk_size, num_g * (dist.element_size() + 1), memory_budget_mb)
+    # Per query row: a sorted copy of the row (plus, for a tensor, the row itself on the CPU).
+    rows = _chunk_rows(chunk_size, num_g * 2 * dist.dtype.itemsize, memory_budget_mb)
+    buffer = np.empty((min(rows, num_q), num_g), dtype=_numpy_rows(dist[:1]).dtype)
     for s in range(0, num_q, rows):
         q = slice(s, s + rows)
-        acc.add(*positive_ranks(dist[q], labels.q_pids[q], labels.q_camids[q], index, ties))
+        acc.add(*positive_ranks(_numpy_rows(dist[q]), labels.q_pids[q], labels.q_camids[q], index, ties, buffer))
     return acc.result()
 
 
@@ -155,12 +161,15 @@ def evaluate_features(
     labels = check_labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
     acc = RankAccumulator(check_max_rank(max_rank, num_g))
     index = GalleryIndex(labels.g_pids, labels.g_camids)
-    # Per query row: the chunk, its sorted copy and a finiteness mask (4 + 4 + 1 bytes per item).
+    # Per query row: the chunk and its sorted copy.
     itemsize = 8 if torch.float64 in (q_t.dtype, g_t.dtype) else 4
-    rows = _chunk_rows(chunk_size, num_g * (2 * itemsize + 1), memory_budget_mb)
+    rows = _chunk_rows(chunk_size, num_g * 2 * itemsize, memory_budget_mb)
     if chunk_size is None and rows > BLOCK_ROWS:
         rows -= rows % BLOCK_ROWS  # whole blocks: no copies to stitch chunks together
+    buffer = None
     for start, dist in iter_distance_rows(q_t, g_t, metric, rows):
-        stop = start + dist.shape[0]
-        acc.add(*positive_ranks(dist, labels.q_pids[start:stop], labels.q_camids[start:stop], index, ties))
+        q = slice(start, start + dist.shape[0])
+        if buffer is None:
+            buffer = np.empty((min(rows, num_q), num_g), dtype=_numpy_rows(dist[:1]).dtype)
+        acc.add(*positive_ranks(_numpy_rows(dist), labels.q_pids[q], labels.q_camids[q], index, ties, buffer))
     return acc.result()
