@@ -40,7 +40,6 @@ __all__ = [
     "positive_ranks",
 ]
 
-_TIE_SLAB = 64
 _MIN_ITEMS_PER_THREAD = 8  # rows (or re-ranked rows) below which a thread is not worth starting
 
 
@@ -206,12 +205,15 @@ def _argsort_ranks(row: np.ndarray, index: GalleryIndex, pid: int, camid: int) -
 def _tied_before(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, drop) -> np.ndarray:
     """Per tied true match: kept items at the same distance with a smaller gallery index."""
     drop_v, drop_c = drop
-    before = np.empty(len(rows), dtype=np.int64)
-    arange = np.arange(dist.shape[1])
-    for s in range(0, len(rows), _TIE_SLAB):  # slabs bound the (ties x gallery) comparison
-        r, g, t = rows[s : s + _TIE_SLAB], cols[s : s + _TIE_SLAB, None], values[s : s + _TIE_SLAB, None]
-        same = np.count_nonzero((dist[r] == t) & (arange < g), axis=1)
-        before[s : s + _TIE_SLAB] = same - np.count_nonzero((drop_v[r] == t) & (drop_c[r] < g), axis=1)
+    before = np.count_nonzero((drop_v[rows] == values[:, None]) & (drop_c[rows] < cols[:, None]), axis=1)
+    before = -before.astype(np.int64)
+
+    def count(part: slice) -> None:
+        # One prefix scan per tie: ties are a few per row, and a scan is cheaper than a sort.
+        for i in range(part.start, part.stop):
+            before[i] += np.count_nonzero(dist[rows[i], : cols[i]] == values[i])
+
+    _run_split(count, len(rows))
     return before
 
 

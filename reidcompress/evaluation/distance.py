@@ -44,10 +44,10 @@ def _euclidean_gallery(gf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gf, _row_norms(gf, squared=True)
 
 
-def _euclidean_block(qb: torch.Tensor, gallery: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _euclidean_block(qb: torch.Tensor, gallery: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
     gf, g_sq = gallery
-    dist = qb.pow(2).sum(dim=1, keepdim=True) + g_sq[None, :]
-    return dist.addmm_(qb, gf.t(), beta=1, alpha=-2)
+    torch.add(qb.pow(2).sum(dim=1, keepdim=True), g_sq[None, :], out=out)
+    return out.addmm_(qb, gf.t(), beta=1, alpha=-2)
 
 
 def _cosine_gallery(gf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,14 +56,15 @@ def _cosine_gallery(gf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gf, _row_norms(gf, squared=False).clamp_min_(_NORM_EPS)
 
 
-def _cosine_block(qb: torch.Tensor, gallery: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _cosine_block(qb: torch.Tensor, gallery: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
     gf, g_norm = gallery
-    cos = torch.mm(F.normalize(qb, p=2, dim=1, eps=_NORM_EPS), gf.t()).div_(g_norm[None, :])
-    return cos.neg_().add_(1.0)  # rounds as 1 - cos does, without a second buffer
+    torch.mm(F.normalize(qb, p=2, dim=1, eps=_NORM_EPS), gf.t(), out=out).div_(g_norm[None, :])
+    return out.neg_().add_(1.0)  # rounds as 1 - cos does, without a second buffer
 
 
-# name -> (prepare the gallery once, distances of one query block against the prepared gallery)
-_METRICS: dict[str, tuple[Callable[[torch.Tensor], tuple], Callable[[torch.Tensor, Any], torch.Tensor]]] = {
+# name -> (prepare the gallery once, write the distances of one query block to ``out``)
+_BlockFn = Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor]
+_METRICS: dict[str, tuple[Callable[[torch.Tensor], tuple], _BlockFn]] = {
     "euclidean": (_euclidean_gallery, _euclidean_block),
     "cosine": (_cosine_gallery, _cosine_block),
 }
@@ -110,23 +111,40 @@ def iter_distance_rows(
 
     Distances are tensors on the features' device. Concatenated they equal
     ``compute_distance(qf, gf, metric)`` bit for bit, whatever ``chunk_rows`` is. Peak extra memory is
-    about ``(chunk_rows + BLOCK_ROWS) x num_gallery`` distances plus, for cosine, a normalised gallery.
+    about ``(chunk_rows + BLOCK_ROWS) x num_gallery`` distances.
     """
+    return distance_chunks(qf, gf, metric, chunk_rows, reuse=False)
+
+
+def distance_chunks(
+    qf: np.ndarray | torch.Tensor, gf: np.ndarray | torch.Tensor, metric: str, chunk_rows: int, reuse: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`iter_distance_rows`; with ``reuse`` every block is written to one buffer, so a yielded
+    tensor is only valid until the next step (saves a fresh allocation, and its page faults, per block)."""
     _check_metric(metric)
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be positive, got {chunk_rows}")
     qf, gf = _check_features(as_feature_tensor(qf, "qf"), as_feature_tensor(gf, "gf"))
+    return _generate_rows(qf, gf, metric, chunk_rows, reuse)
+
+
+def _generate_rows(
+    qf: torch.Tensor, gf: torch.Tensor, metric: str, chunk_rows: int, reuse: bool
+) -> Iterator[tuple[int, torch.Tensor]]:
     prepare, block_fn = _METRICS[metric]
     with torch.no_grad():
         gallery = prepare(gf)
         block = min(BLOCK_ROWS, qf.shape[0])
+        buffer = None
         pieces: list[torch.Tensor] = []
         filled = start = 0
         for b0 in range(0, qf.shape[0], block):
             rows = qf[b0 : b0 + block]
             if rows.shape[0] < block:  # pad so that every GEMM has the same shape
                 rows = torch.cat([rows, rows.new_zeros(block - rows.shape[0], rows.shape[1])])
-            dist = block_fn(rows.contiguous(), gallery)[: min(block, qf.shape[0] - b0)]
+            if buffer is None or not reuse:
+                buffer = gf.new_empty(block, gf.shape[0])
+            dist = block_fn(rows.contiguous(), gallery, buffer)[: min(block, qf.shape[0] - b0)]
             while dist.shape[0]:
                 take = min(chunk_rows - filled, dist.shape[0])
                 pieces.append(dist[:take])
@@ -134,6 +152,8 @@ def iter_distance_rows(
                 if filled == chunk_rows:
                     yield start, pieces[0] if len(pieces) == 1 else torch.cat(pieces)
                     pieces, start, filled = [], start + filled, 0
+            if reuse and pieces:  # a chunk left pending must not see the buffer overwritten
+                pieces = [torch.cat(pieces)]
         if pieces:
             yield start, pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 

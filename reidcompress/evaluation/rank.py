@@ -31,7 +31,7 @@ from reidcompress.evaluation._ranking import (
     check_ties,
     positive_ranks,
 )
-from reidcompress.evaluation.distance import BLOCK_ROWS, as_feature_tensor, iter_distance_rows
+from reidcompress.evaluation.distance import BLOCK_ROWS, as_feature_tensor, distance_chunks
 
 __all__ = ["evaluate_features", "evaluate_rank", "rank_metrics"]
 
@@ -167,7 +167,7 @@ def evaluate_features(
     if chunk_size is None and rows > BLOCK_ROWS:
         rows -= rows % BLOCK_ROWS  # whole blocks: no copies to stitch chunks together
     buffer = None
-    for start, dist in iter_distance_rows(q_t, g_t, metric, rows):
+    for start, dist in distance_chunks(q_t, g_t, metric, rows, reuse=True):
         q = slice(start, start + dist.shape[0])
         if buffer is None:
             buffer = np.empty((min(rows, num_q), num_g), dtype=_numpy_rows(dist[:1]).dtype)
