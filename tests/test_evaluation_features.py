@@ -25,6 +25,7 @@ def features_problem(seed: int = 0, num_q: int = 50, num_g: int = 120, dim: int 
 
 # --- distances -------------------------------------------------------------------------------
 
+
 def test_distances_match_their_definitions():
     qf, gf, _ = features_problem()
     q64, g64 = qf.astype(np.float64), gf.astype(np.float64)
@@ -76,6 +77,7 @@ def test_bad_features_raise_input_error(qf, gf, message):
 
 # --- evaluate_features -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("ties", ["stable", "argsort"])
 def test_chunked_features_equal_the_full_matrix_exactly(metric, ties):
@@ -86,7 +88,10 @@ def test_chunked_features_equal_the_full_matrix_exactly(metric, ties):
         ours = evaluate_features(qf, gf, *labels, metric=metric, max_rank=20, chunk_size=chunk, ties=ties)
         np.testing.assert_array_equal(ours["cmc"], full["cmc"])
         assert (ours["mAP"], ours["mINP"], ours["num_valid_queries"]) == (
-            full["mAP"], full["mINP"], full["num_valid_queries"])
+            full["mAP"],
+            full["mINP"],
+            full["num_valid_queries"],
+        )
 
 
 def test_small_memory_budget_gives_the_same_numbers():

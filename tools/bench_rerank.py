@@ -52,7 +52,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     out = fn(q_g, q_q, g_g, k1=20, k2=6, lambda_value=0.3)
-    print(f"re_ranking: {time.perf_counter() - t0:.1f} s, peak RSS {_peak_rss_mb():.0f} MB, output {out.dtype} {out.shape}")
+    elapsed = time.perf_counter() - t0
+    print(f"re_ranking: {elapsed:.1f} s, peak RSS {_peak_rss_mb():.0f} MB, output {out.dtype} {out.shape}")
     if args.save:
         np.save(args.save, out)
 
