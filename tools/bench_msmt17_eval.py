@@ -28,6 +28,7 @@ def _peak_rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metric", choices=list_metrics(), default="euclidean")
+    parser.add_argument("--ties", choices=("stable", "argsort"), default="stable")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--chunk-size", type=int, default=None, help="query rows per chunk (default: from budget)")
     parser.add_argument("--queries", type=int, default=None, help="evaluate only the first N queries (quick runs)")
@@ -42,13 +43,13 @@ def main() -> None:
     if args.queries:
         qf, q_pids, q_camids = qf[: args.queries], q_pids[: args.queries], q_camids[: args.queries]
     print(
-        f"{len(qf)} queries x {num_g} gallery, dim {args.dim}, metric {args.metric}, "
+        f"{len(qf)} queries x {num_g} gallery, dim {args.dim}, metric {args.metric}, ties {args.ties}, "
         f"{torch.get_num_threads()} torch threads; peak RSS before evaluation {_peak_rss_mb():.0f} MB"
     )
 
     t0 = time.perf_counter()
     metrics = evaluate_features(
-        qf, gf, q_pids, g_pids, q_camids, g_camids, metric=args.metric, chunk_size=args.chunk_size
+        qf, gf, q_pids, g_pids, q_camids, g_camids, metric=args.metric, chunk_size=args.chunk_size, ties=args.ties
     )
     elapsed = time.perf_counter() - t0
     print(f"evaluate_features: {elapsed:.1f} s, peak RSS {_peak_rss_mb():.0f} MB")
