@@ -30,3 +30,9 @@ def synthetic_labels(
         rng.integers(0, num_cams, num_q),
         rng.integers(0, num_cams, num_g),
     )
+
+
+def random_features(num_q: int, num_g: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal float32 query and gallery features, made without float64 temporaries."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((num_q, dim), dtype=np.float32), rng.standard_normal((num_g, dim), dtype=np.float32)

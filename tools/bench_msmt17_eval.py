@@ -14,9 +14,8 @@ import argparse
 import resource
 import time
 
-import numpy as np
 import torch
-from _reid_problem import SIZES, synthetic_labels
+from _reid_problem import SIZES, random_features, synthetic_labels
 
 from reidcompress.evaluation import evaluate_features, list_metrics
 
@@ -36,9 +35,7 @@ def main() -> None:
 
     num_q, num_g, num_ids, num_cams = SIZES["msmt17"]
     labels = synthetic_labels(num_q, num_g, num_ids, num_cams)
-    rng = np.random.default_rng(0)
-    qf = rng.standard_normal((num_q, args.dim), dtype=np.float32)
-    gf = rng.standard_normal((num_g, args.dim), dtype=np.float32)
+    qf, gf = random_features(num_q, num_g, args.dim)
     q_pids, g_pids, q_camids, g_camids = labels
     if args.queries:
         qf, q_pids, q_camids = qf[: args.queries], q_pids[: args.queries], q_camids[: args.queries]

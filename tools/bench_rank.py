@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from _reid_problem import SIZES, synthetic_labels
+from _reid_problem import SIZES, random_features, synthetic_labels
 
 from reidcompress.evaluation import compute_distance, rank_metrics
 
@@ -61,9 +61,7 @@ def main() -> None:
 
     num_q, num_g, num_ids, num_cams = SIZES["market1501"]
     labels = synthetic_labels(num_q, num_g, num_ids, num_cams)
-    rng = np.random.default_rng(0)
-    qf = rng.standard_normal((num_q, args.dim), dtype=np.float32)
-    gf = rng.standard_normal((num_g, args.dim), dtype=np.float32)
+    qf, gf = random_features(num_q, num_g, args.dim)
     distmat = compute_distance(qf, gf)
     print(f"market1501: {num_q} queries x {num_g} gallery, float32 distances")
 

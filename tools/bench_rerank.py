@@ -17,7 +17,7 @@ import resource
 import time
 
 import numpy as np
-from _reid_problem import SIZES
+from _reid_problem import SIZES, random_features
 
 from reidcompress.evaluation import compute_distance
 from reidcompress.evaluation.rerank import re_ranking
@@ -43,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     num_q, num_g, _, _ = SIZES["market1501"]
-    rng = np.random.default_rng(0)
-    qf = rng.standard_normal((num_q, args.dim), dtype=np.float32)
-    gf = rng.standard_normal((num_g, args.dim), dtype=np.float32)
+    qf, gf = random_features(num_q, num_g, args.dim)
     q_g, q_q, g_g = compute_distance(qf, gf), compute_distance(qf, qf), compute_distance(gf, gf)
     fn = re_ranking if args.impl == "ours" else _load_reference(args.reference_file)
     print(f"{args.impl}: {num_q} queries x {num_g} gallery; peak RSS with inputs {_peak_rss_mb():.0f} MB")
