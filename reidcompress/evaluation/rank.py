@@ -12,9 +12,8 @@ with ties; ``"stable"`` (the default of :func:`evaluate_features`) orders them b
 and is much cheaper when float32 distances tie often. Without ties both give the same numbers.
 CMC is bit-identical to torchreid's; AP sums the same per-match terms in another order, so mAP and
 mINP can differ from torchreid's in the last bits (about 1e-16 relative). Two exceptions to the
-torchreid behaviour:
-when fewer kept items than ``max_rank`` remain for a query, its CMC stays at 1 where torchreid
-would fail on a ragged array, and non-finite distances raise InputError.
+torchreid behaviour: when fewer kept items than ``max_rank`` remain for a query, its CMC stays at 1
+where torchreid would fail on a ragged array, and non-finite distances raise InputError.
 """
 
 from __future__ import annotations
@@ -79,7 +78,8 @@ def rank_metrics(
     """Market-1501 metrics of a query-gallery distance matrix.
 
     Args:
-        distmat: (Q, G) distances, numpy array or tensor (CUDA tensors are ranked on the GPU).
+        distmat: (Q, G) distances, numpy array or tensor (a CUDA tensor is copied to the CPU one
+            chunk at a time).
         q_pids, g_pids: identity labels (pid 0 distractors and -1 junk are ordinary non-matches).
         q_camids, g_camids: camera labels.
         max_rank: CMC length; lowered to G (with a warning) for a smaller gallery.
@@ -137,8 +137,8 @@ def evaluate_features(
 ) -> dict:
     """Market-1501 metrics straight from features, in bounded memory.
 
-    Distances are computed and ranked one chunk of queries at a time (on the GPU when the features
-    are CUDA tensors), so the full matrix never exists; the numbers are exactly those of
+    Distances are computed (on the GPU when the features are CUDA tensors) and ranked (on the CPU)
+    one chunk of queries at a time, so the full matrix never exists; the numbers are exactly those of
     ``rank_metrics(compute_distance(qf, gf, metric), ..., ties=ties)`` for every ``chunk_size``.
 
     Args:
