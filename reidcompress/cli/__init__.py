@@ -30,11 +30,12 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import data, import_, info
+    from reidcompress.cli import data, evaluate, import_, info
 
+    app.add_typer(data.app, name="data")
     app.command("import")(import_.import_cmd)
     app.command("info")(info.info_cmd)
-    app.add_typer(data.app, name="data")
+    app.command("evaluate")(evaluate.evaluate_cmd)
 
 
 _register()

@@ -29,6 +29,7 @@ class Embedder(abc.ABC):
     device: str = "cpu"
     input_size: tuple[int, int] = (256, 128)
     metadata: dict[str, Any]
+    source_path: Path | None = None
 
     @abc.abstractmethod
     def embed(self, batch: np.ndarray) -> np.ndarray: ...
@@ -66,4 +67,6 @@ def load_embedder(path: str | os.PathLike[str], device: str = "cpu", **options: 
     factory = BACKENDS.get(p.suffix.lower())
     if factory is None:
         raise InputError(f"{p}: unknown model file type {p.suffix!r}; expected one of {', '.join(sorted(BACKENDS))}")
-    return factory(Path(p), device=device, **options)
+    embedder = factory(Path(p), device=device, **options)
+    embedder.source_path = Path(p)
+    return embedder
