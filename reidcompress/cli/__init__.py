@@ -30,10 +30,12 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import import_, info
+    from reidcompress.cli import finetune, import_, info, train
 
     app.command("import")(import_.import_cmd)
     app.command("info")(info.info_cmd)
+    app.command("train")(train.train_cmd)
+    app.command("finetune")(finetune.finetune_cmd)
 
 
 _register()

@@ -12,7 +12,7 @@ __all__ = ["EpochProgress"]
 
 
 class EpochProgress:
-    """``with EpochProgress(epoch, epochs, total, enabled) as bar: bar.update(logs, images)``."""
+    """``with EpochProgress(epoch, epochs, total, enabled) as bar: bar.update(loss, lr, images)``."""
 
     def __init__(self, epoch: int, epochs: int, total: int, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
@@ -45,9 +45,10 @@ class EpochProgress:
     def images_per_s(self) -> float:
         return self._images / max(time.perf_counter() - self._start, 1e-9)
 
-    def update(self, logs: dict[str, float], images: int) -> None:
+    def update(self, loss: float, lr: float, images: int) -> None:
+        """One more batch: the epoch's running mean loss, the lr, the batch's images (all ranks)."""
         self._images += images
         if self._progress is None:
             return
-        stats = f"loss {logs['loss']:.3f}  lr {logs['lr']:.2e}  {self.images_per_s:.0f} img/s"
+        stats = f"loss {loss:.3f}  lr {lr:.2e}  {self.images_per_s:.0f} img/s"
         self._progress.update(self._task, advance=1, stats=stats)

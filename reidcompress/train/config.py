@@ -81,6 +81,18 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def for_epochs(cls, epochs: int, **options: Any) -> TrainConfig:
+        """A config whose warm-up and milestones keep the strong baseline's proportions over ``epochs``.
+
+        The baseline warms up for 10 of 120 epochs and decays at 40 and 70; a 12-epoch run gets
+        1 warm-up epoch and decays at 4 and 7. Explicit ``warmup_epochs``/``milestones`` win.
+        """
+        scale = epochs / 120
+        options.setdefault("warmup_epochs", min(round(10 * scale), max(epochs - 1, 0)))
+        options.setdefault("milestones", tuple(sorted({max(1, round(m * scale)) for m in (40, 70)})))
+        return cls.from_dict({**options, "epochs": epochs})
+
 
 def _problems(c: TrainConfig) -> list[str]:
     checks = [

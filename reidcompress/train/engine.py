@@ -148,9 +148,9 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        logs = {"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "lr": self.lr}
+        logs = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "lr": self.lr}
         if logits is not None:
-            logs["acc"] = float((logits.argmax(1) == pids).float().mean())
+            logs["acc"] = (logits.detach().argmax(1) == pids).float().mean().item()
         call_all(self.callbacks, "on_batch_end", self, self.step, logs)
         self.step += 1
         return logs
@@ -260,6 +260,10 @@ def _check_inputs(model: ReIDNet, items: Sequence[Any], config: TrainConfig, ctx
 
 
 def _check_teacher(model: ReIDNet, teacher: ReIDNet) -> None:
+    if tuple(teacher.config.input_size) != tuple(model.config.input_size):
+        raise InputError(
+            f"teacher input size {teacher.config.input_size} differs from the student's {model.config.input_size}"
+        )
     if teacher.embedding_dim != model.embedding_dim:
         raise InputError(
             f"teacher features have {teacher.embedding_dim} dims, the student's {model.embedding_dim}: "
@@ -332,7 +336,7 @@ def _run_epoch(trainer: Trainer, loader: Iterable[Any], epoch: int, show: bool) 
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
-            bar.update(logs, len(batch[0]) * trainer.ctx.world_size)
+            bar.update(sums["loss"] / steps, logs["lr"], len(batch[0]) * trainer.ctx.world_size)
     if steps == 0:
         raise DatasetError("the P x K sampler produced no batch: too few identities with images")
     trainer.scheduler.step()
