@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from reidcompress.models.reid import ReIDNet
 from reidcompress.train.losses import distillation_loss
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class DistillationCallback(Callback):
     teacher's its running ones). The teacher is frozen and kept in eval mode.
     """
 
-    def __init__(self, teacher: torch.nn.Module, weight: float, kind: str = "mse") -> None:
+    def __init__(self, teacher: ReIDNet, weight: float, kind: str = "mse") -> None:
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = weight
         self.kind = kind

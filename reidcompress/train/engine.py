@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from reidcompress._io import atomic_write_text, check_output_path
 from reidcompress.errors import DatasetError, InputError
 from reidcompress.models._surgery import resize_modules, weight_shapes
 from reidcompress.models.checkpoint import save_model
@@ -51,7 +55,7 @@ class RunPaths:
     best: Path
 
     @classmethod
-    def beside(cls, out: str | Path) -> RunPaths:
+    def beside(cls, out: str | os.PathLike[str]) -> RunPaths:
         out = Path(out)
         base = out.with_suffix("")
         return cls(out, Path(f"{base}.state.pt"), Path(f"{base}.log.jsonl"), Path(f"{base}.best{out.suffix}"))
@@ -180,7 +184,7 @@ def train(
     *,
     callbacks: Iterable[Callback] = (),
     eval_data: Any = None,
-    out: str | Path | None = None,
+    out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     teacher: ReIDNet | None = None,
     device: str | torch.device = "auto",
@@ -206,10 +210,42 @@ def train(
     """
     ctx = current_context(device)
     _check_inputs(model, train_items, config, ctx)
-    paths = RunPaths.beside(out) if out is not None else None
+    paths = RunPaths.beside(check_output_path(out)) if out is not None else None
     _seed_everything(config.seed + ctx.rank)
     state = _resume_state(paths, config, model) if resume else None
-    callbacks = list(callbacks)
+    trainer = _make_trainer(model, config, ctx, list(callbacks), teacher, state)
+    loader = _build_loader(train_items, model, config, ctx)
+    if paths is not None and ctx.is_main:
+        _reset_log(paths.log, trainer.history)
+    call_all(trainer.callbacks, "on_train_start", trainer)
+    if state is not None:
+        # After every set-up step that might draw random numbers, so the next epoch replays exactly.
+        _restore_rng(state, ctx)
+    epochs_done = int(state["epoch"]) if state is not None else 0
+    for epoch in range(epochs_done, config.epochs):
+        row = _run_epoch(trainer, loader, epoch, progress and ctx.is_main)
+        row.update(_maybe_evaluate(trainer, eval_data, epoch, paths))
+        call_all(trainer.callbacks, "on_epoch_end", trainer, epoch, row)
+        trainer.history.append(row)
+        epochs_done = epoch + 1
+        _end_of_epoch(trainer, paths, row, epochs_done)
+        if trainer.should_stop:
+            break
+    call_all(trainer.callbacks, "on_train_end", trainer)
+    if paths is not None and ctx.is_main:
+        save_model(paths.out, model, meta=_meta(trainer, epochs_done, meta))
+    barrier()
+    return TrainResult(model, epochs_done, trainer.history, trainer.best, paths.out if paths else None)
+
+
+def _make_trainer(
+    model: ReIDNet,
+    config: TrainConfig,
+    ctx: DistContext,
+    callbacks: list[Callback],
+    teacher: ReIDNet | None,
+    state: Mapping[str, Any] | None,
+) -> Trainer:
     if teacher is not None and config.distill_weight > 0:
         _check_teacher(model, teacher)
         callbacks.insert(0, DistillationCallback(teacher, config.distill_weight, config.distill_loss))
@@ -220,28 +256,7 @@ def train(
     if state is not None:
         trainer.load_state_dict(state)
         trainer.history = [r for r in state.get("history", []) if r["epoch"] <= state["epoch"]]
-    loader = _build_loader(train_items, model, config, ctx)
-    start = int(state["epoch"]) if state is not None else 0
-    if paths is not None and ctx.is_main:
-        _reset_log(paths.log, trainer.history)
-    call_all(callbacks, "on_train_start", trainer)
-    if state is not None:
-        _restore_rng(state, ctx)
-    epochs_done = start
-    for epoch in range(start, config.epochs):
-        row = _run_epoch(trainer, loader, epoch, progress and ctx.is_main)
-        row.update(_maybe_evaluate(trainer, eval_data, epoch, paths))
-        call_all(callbacks, "on_epoch_end", trainer, epoch, row)
-        trainer.history.append(row)
-        epochs_done = epoch + 1
-        _end_of_epoch(trainer, paths, row, epochs_done)
-        if trainer.should_stop:
-            break
-    call_all(callbacks, "on_train_end", trainer)
-    if paths is not None and ctx.is_main:
-        save_model(paths.out, model, meta=_meta(trainer, epochs_done, meta))
-    barrier()
-    return TrainResult(model, epochs_done, trainer.history, trainer.best, paths.out if paths else None)
+    return trainer
 
 
 def _check_inputs(model: ReIDNet, items: Sequence[Any], config: TrainConfig, ctx: DistContext) -> None:
@@ -272,10 +287,6 @@ def _check_teacher(model: ReIDNet, teacher: ReIDNet) -> None:
 
 
 def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -321,15 +332,16 @@ def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx
 def _run_epoch(trainer: Trainer, loader: Iterable[Any], epoch: int, show: bool) -> dict[str, Any]:
     trainer.epoch = epoch
     trainer.model.train()
-    sampler = getattr(loader, "batch_sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+    # The P x K sampler reshuffles per epoch from (seed, epoch): a resumed run replays the same batches.
+    set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
     lr = trainer.lr
     call_all(trainer.callbacks, "on_epoch_start", trainer, epoch)
     sums: dict[str, float] = {}
     steps = 0
     start = time.perf_counter()
-    total = len(loader) if hasattr(loader, "__len__") else 0
+    total = len(loader) if isinstance(loader, Sized) else 0
     with EpochProgress(epoch, trainer.config.epochs, total, show) as bar:
         for batch in loader:
             logs = trainer.train_step(batch)
@@ -403,8 +415,6 @@ def _training_state(trainer: Trainer, epochs_done: int, rngs: list[dict[str, Any
 
 
 def _reset_log(log: Path, rows: list[dict[str, Any]]) -> None:
-    from reidcompress._io import atomic_write_text
-
     atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in rows))
 
 
