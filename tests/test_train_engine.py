@@ -194,3 +194,21 @@ def test_config_from_dict_and_scaling() -> None:
         TrainConfig.from_dict({"lr": 1e-3, "lr_decay": 2})
     with pytest.raises(InputError, match="optimizer must be one of"):
         TrainConfig(optimizer="lamb")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_amp_channels_last_run(memory_loader) -> None:
+    seen = {}
+
+    class Probe(Callback):
+        def on_batch_end(self, trainer, step, logs):
+            seen["amp"], seen["cl"] = trainer.amp, trainer.channels_last
+            seen["scale"] = trainer.scaler.get_scale()
+            seen["fmt"] = trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+    res = engine.train(_model(), ITEMS, _config(epochs=3, lr=1e-3), callbacks=[Probe()], device="cuda")
+    assert seen["amp"] and seen["cl"] and seen["fmt"] and seen["scale"] > 1
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert next(res.model.parameters()).device.type == "cuda"
