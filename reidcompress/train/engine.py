@@ -77,6 +77,7 @@ class Trainer:
         model: the unwrapped ReIDNet being trained (edit it in place; DDP shares its parameters).
         module: what the forward pass calls (``model`` or its DistributedDataParallel wrapper).
         optimizer, scheduler, scaler, config, device, ctx: as named.
+        loader: the training data loader (P x K batches).
         epoch: the current 0-based epoch; ``step``: optimiser steps so far.
         should_stop: set it (on every rank) to end the run after the current epoch.
     """
@@ -93,6 +94,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.should_stop = False
+        self.loader: Iterable[Any] | None = None
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.optimizer = build_optimizer(model, config)
@@ -214,13 +216,13 @@ def train(
     _seed_everything(config.seed + ctx.rank)
     state = _resume_state(paths, config, model) if resume else None
     trainer = _make_trainer(model, config, ctx, list(callbacks), teacher, state)
-    loader = _build_loader(train_items, model, config, ctx)
+    trainer.loader = loader = _build_loader(train_items, model, config, ctx)
     if paths is not None and ctx.is_main:
         _reset_log(paths.log, trainer.history)
     call_all(trainer.callbacks, "on_train_start", trainer)
     if state is not None:
         # After every set-up step that might draw random numbers, so the next epoch replays exactly.
-        _restore_rng(state, ctx)
+        _restore_rng(state, trainer)
     epochs_done = int(state["epoch"]) if state is not None else 0
     for epoch in range(epochs_done, config.epochs):
         row = _run_epoch(trainer, loader, epoch, progress and ctx.is_main)
@@ -305,13 +307,27 @@ def _resume_state(paths: RunPaths | None, config: TrainConfig, model: ReIDNet) -
     return state
 
 
-def _restore_rng(state: Mapping[str, Any], ctx: DistContext) -> None:
+def _restore_rng(state: Mapping[str, Any], trainer: Trainer) -> None:
+    ctx = trainer.ctx
     rngs = state["rng"]
-    if len(rngs) == ctx.world_size:
-        _state.restore_rng(rngs[ctx.rank], ctx.device)
-    else:
+    if len(rngs) != ctx.world_size:
         # Another number of processes cannot replay the same batches; stay deterministic at least.
         _seed_everything(state["config"]["seed"] + ctx.rank + 1000 * int(state["epoch"]))
+        return
+    mine = rngs[ctx.rank]
+    _state.restore_rng(mine, ctx.device)
+    generator = getattr(trainer.loader, "generator", None)
+    if generator is not None and "loader" in mine:
+        generator.set_state(mine["loader"])
+
+
+def _capture_rng(trainer: Trainer) -> dict[str, Any]:
+    """This rank's generators, the data loader's own included (it seeds the loading workers)."""
+    rng = _state.capture_rng(trainer.device)
+    generator = getattr(trainer.loader, "generator", None)
+    if generator is not None:
+        rng["loader"] = generator.get_state()
+    return rng
 
 
 def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx: DistContext) -> Iterable[Any]:
@@ -392,7 +408,7 @@ def evaluate(model: ReIDNet, eval_data: Any, batch_size: int, device: torch.devi
 def _end_of_epoch(trainer: Trainer, paths: RunPaths | None, row: dict[str, Any], epochs_done: int) -> None:
     if paths is None:
         return
-    rngs = all_gather_objects(_state.capture_rng(trainer.device))
+    rngs = all_gather_objects(_capture_rng(trainer))
     if trainer.ctx.is_main:
         _state.save_state(paths.state, _training_state(trainer, epochs_done, rngs))
         with paths.log.open("a") as f:
