@@ -402,7 +402,8 @@ def evaluate(model: ReIDNet, eval_data: Any, batch_size: int, device: torch.devi
     model.eval()
     with torch.no_grad():
         metrics = evaluate_model(model, eval_data, batch_size=batch_size, device=device)
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    # Scalars only (numpy ones included); curves such as the CMC stay out of the per-epoch log.
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
 
 
 def _end_of_epoch(trainer: Trainer, paths: RunPaths | None, row: dict[str, Any], epochs_done: int) -> None:
