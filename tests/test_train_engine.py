@@ -212,3 +212,16 @@ def test_cuda_amp_channels_last_run(memory_loader) -> None:
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert next(res.model.parameters()).device.type == "cuda"
+
+
+def test_callbacks_leaving_the_model_in_eval_mode_do_not_break_training(memory_loader) -> None:
+    class Tracer(Callback):
+        # What torch-pruning's DependencyGraph does to a model it traces.
+        def on_epoch_start(self, trainer, epoch):
+            trainer.model.eval()
+
+        def on_batch_start(self, trainer, step, batch):
+            trainer.model.eval()
+
+    res = engine.train(_model(), ITEMS, _config(), callbacks=[Tracer()])
+    assert len(res.history) == 2 and "id_loss" in res.history[-1]

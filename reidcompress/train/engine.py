@@ -139,6 +139,9 @@ class Trainer:
         pids = batch[1].to(self.device, non_blocking=True)
         batch = (images, pids, *batch[2:])
         call_all(self.callbacks, "on_batch_start", self, self.step, batch)
+        # Callbacks may trace or score the model (torch-pruning's graph leaves it in eval mode), and in
+        # eval mode ReIDNet returns the embedding alone: train mode is restored before every forward.
+        self.model.train()
         with self.autocast():
             feats, logits = self.module(images)
             parts = self.losses(feats, logits, pids)
@@ -347,7 +350,6 @@ def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx
 
 def _run_epoch(trainer: Trainer, loader: Iterable[Any], epoch: int, show: bool) -> dict[str, Any]:
     trainer.epoch = epoch
-    trainer.model.train()
     # The P x K sampler reshuffles per epoch from (seed, epoch): a resumed run replays the same batches.
     set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
     if set_epoch is not None:
