@@ -225,3 +225,33 @@ def test_callbacks_leaving_the_model_in_eval_mode_do_not_break_training(memory_l
 
     res = engine.train(_model(), ITEMS, _config(), callbacks=[Tracer()])
     assert len(res.history) == 2 and "id_loss" in res.history[-1]
+
+
+def test_periodic_evaluation_tracks_the_best_epoch(memory_loader, monkeypatch, tmp_path) -> None:
+    scores = iter([5.0, 9.0, 7.0])
+    evaluated: list[int] = []
+
+    def fake_evaluate(model, eval_data, batch_size, device):
+        assert not model.training and eval_data == "dataset"
+        evaluated.append(1)
+        mAP = next(scores)
+        return {"rank1": mAP + 1, "mAP": mAP, "mINP": 1.0}
+
+    monkeypatch.setattr(engine, "evaluate", fake_evaluate)
+    snapshots: dict[int, dict] = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            snapshots[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    config = _config(epochs=5, eval_every=2)  # evaluated after epochs 2, 4 and the last
+    res = engine.train(_model(), ITEMS, config, eval_data="dataset", out=tmp_path / "m.pt", callbacks=[Snapshot()])
+    assert len(evaluated) == 3
+    assert res.best == {"epoch": 4, "rank1": 10.0, "mAP": 9.0, "mINP": 1.0}
+    rows = [json.loads(x) for x in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    assert [r.get("mAP") for r in rows] == [None, 5.0, None, 9.0, 7.0]
+    best = load_model(tmp_path / "m.best.pt")
+    assert best.meta["epoch"] == 4
+    assert all(torch.equal(v, snapshots[3][k]) for k, v in best.state_dict().items())
+    assert load_raw(tmp_path / "m.state.pt")["best"]["epoch"] == 4
+    assert load_model(tmp_path / "m.pt").meta["train"]["best"]["mAP"] == 9.0

@@ -385,6 +385,7 @@ def _maybe_evaluate(trainer: Trainer, eval_data: Any, epoch: int, paths: RunPath
         return {}
     metrics: dict[str, Any] | None = None
     if trainer.ctx.is_main:
+        trainer.model.eval()
         metrics = evaluate(trainer.model, eval_data, trainer.config.eval_batch_size, trainer.device)
         trainer.model.train()
     metrics = broadcast_object(metrics)
