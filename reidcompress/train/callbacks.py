@@ -13,7 +13,9 @@ Order within one run::
 
 ``epoch`` is 0-based; ``step`` counts optimiser steps since the start of training (it continues
 across a resume). ``trainer.model`` is the unwrapped ReIDNet (not the DDP wrapper), so editing its
-weights in place edits what is trained. Callbacks run on every rank: keep their edits deterministic.
+weights in place edits what is trained. The engine puts the model back in train mode before every
+forward pass, so a hook may trace or score it in eval mode. Callbacks run on every rank: keep their
+edits deterministic. Set ``trainer.should_stop`` to end the run after the current epoch.
 """
 
 from __future__ import annotations

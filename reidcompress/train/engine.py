@@ -334,6 +334,7 @@ def _capture_rng(trainer: Trainer) -> dict[str, Any]:
 
 
 def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx: DistContext) -> Iterable[Any]:
+    # Imported on use, as the evaluation below: pruning imports the engine for its weight-only methods too.
     from reidcompress.data.loader import build_train_loader
 
     return build_train_loader(
