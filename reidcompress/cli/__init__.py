@@ -30,12 +30,14 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import data, evaluate, import_, info
+    from reidcompress.cli import data, evaluate, finetune, import_, info, train
 
     app.add_typer(data.app, name="data")
     app.command("import")(import_.import_cmd)
     app.command("info")(info.info_cmd)
     app.command("evaluate")(evaluate.evaluate_cmd)
+    app.command("train")(train.train_cmd)
+    app.command("finetune")(finetune.finetune_cmd)
 
 
 _register()

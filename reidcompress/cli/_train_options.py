@@ -1,0 +1,125 @@
+"""Options shared by ``train`` and ``finetune``, and what both do around the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reidcompress.cli._common import console, emit_json, parse_ints
+from reidcompress.errors import InputError
+from reidcompress.train.config import TrainConfig
+from reidcompress.train.engine import RunPaths, TrainResult
+
+__all__ = ["config_from_options", "report", "parse_set", "load_train_dataset"]
+
+_TRAIN = "Training options"
+
+Epochs = Annotated[int, typer.Option("--epochs", "-e", help="Number of epochs.", rich_help_panel=_TRAIN)]
+Lr = Annotated[float | None, typer.Option(help="Base learning rate (default: 3.5e-4).", rich_help_panel=_TRAIN)]
+Optimizer = Annotated[str | None, typer.Option(help="adam | sgd (default: adam).", rich_help_panel=_TRAIN)]
+Schedule = Annotated[str | None, typer.Option(help="step | cosine (default: step).", rich_help_panel=_TRAIN)]
+WarmupEpochs = Annotated[
+    int | None, typer.Option(help="Linear warm-up epochs (default: 10/120 of --epochs).", rich_help_panel=_TRAIN)
+]
+Milestones = Annotated[
+    str | None,
+    typer.Option(
+        help="Step-decay epochs, e.g. 40,70 (default: 40/120 and 70/120 of --epochs).", rich_help_panel=_TRAIN
+    ),
+]
+IdsPerBatch = Annotated[
+    int | None,
+    typer.Option("--ids-per-batch", "-P", help="P identities per batch (default: 16).", rich_help_panel=_TRAIN),
+]
+ImagesPerId = Annotated[
+    int | None,
+    typer.Option("--images-per-id", "-K", help="K images per identity (default: 4).", rich_help_panel=_TRAIN),
+]
+Margin = Annotated[float | None, typer.Option(help="Triplet margin (default: 0.3).", rich_help_panel=_TRAIN)]
+SoftMargin = Annotated[bool, typer.Option("--soft-margin", help="Soft-margin triplet loss.", rich_help_panel=_TRAIN)]
+Seed = Annotated[int | None, typer.Option(help="Random seed (default: 0).", rich_help_panel=_TRAIN)]
+EvalEvery = Annotated[
+    int | None, typer.Option(help="Evaluate every N epochs, and after the last (default: 10).", rich_help_panel=_TRAIN)
+]
+NumWorkers = Annotated[
+    int | None, typer.Option(help="Data-loading processes per rank (default: 2).", rich_help_panel=_TRAIN)
+]
+Amp = Annotated[
+    bool | None, typer.Option("--amp/--no-amp", help="Mixed precision (CUDA only).", rich_help_panel=_TRAIN)
+]
+ChannelsLast = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last/--no-channels-last", help="channels-last memory (CUDA only).", rich_help_panel=_TRAIN
+    ),
+]
+Set = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any other training option as KEY=VALUE (weight_decay, gamma, id_weight, triplet_weight, "
+        "label_smoothing, clip_grad, momentum, min_lr_factor, warmup_factor, best_metric...). Repeatable.",
+        rich_help_panel=_TRAIN,
+    ),
+]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (torchrun assigns one GPU per rank).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes --out.")]
+Eval = Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on the dataset's query/gallery.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def load_train_dataset(root: Path, name: str) -> Any:
+    from reidcompress.data.datasets import load_dataset
+
+    return load_dataset(root, name)
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["gamma=0.5", "soft_margin=true"]`` -> ``{"gamma": 0.5, "soft_margin": True}`` (JSON values)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def config_from_options(epochs: int, given: dict[str, Any], extra: list[str] | None) -> TrainConfig:
+    """A TrainConfig from the options the user gave (None = not given) over the defaults."""
+    opts = {k: v for k, v in given.items() if v is not None}
+    if isinstance(opts.get("milestones"), str):
+        opts["milestones"] = tuple(parse_ints(opts["milestones"], "--milestones"))
+    return TrainConfig.for_epochs(epochs, **{**parse_set(extra), **opts})
+
+
+def report(result: TrainResult, json_out: bool) -> None:
+    """Rank 0's summary: a JSON object or a few lines on stderr."""
+    paths = RunPaths.beside(result.out) if result.out else None
+    last = result.history[-1] if result.history else {}
+    summary = {
+        "out": str(result.out) if result.out else None,
+        "epochs": result.epochs,
+        "best": result.best,
+        "last": last,
+        "state": str(paths.state) if paths else None,
+        "log": str(paths.log) if paths else None,
+        "best_model": str(paths.best) if paths and result.best else None,
+    }
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(f"trained {result.epochs} epochs -> {result.out}  (log {summary['log']})")
+    if result.best:
+        b = result.best
+        console.print(
+            f"best epoch {b['epoch']}: rank-1 {b.get('rank1', float('nan')):.2f}  mAP {b.get('mAP', float('nan')):.2f}"
+            f"  -> {summary['best_model']}"
+        )

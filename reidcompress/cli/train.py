@@ -1,0 +1,85 @@
+"""``reidcompress train``: train a ReID network on a dataset (single process or under torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from reidcompress._io import check_output_path
+from reidcompress.cli import _train_options as o
+from reidcompress.cli._common import handle_errors, parse_size
+from reidcompress.train.distributed import init_distributed, shutdown_distributed
+from reidcompress.train.engine import train
+from reidcompress.train.pretrained import build_model
+
+
+@handle_errors
+def train_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root folder.")],
+    epochs: o.Epochs,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the trained model checkpoint.")],
+    dataset: Annotated[str, typer.Option(help="Dataset layout (market1501, dukemtmcreid, msmt17...).")] = "market1501",
+    arch: Annotated[str, typer.Option(help="Backbone architecture.")] = "resnet50",
+    input_size: Annotated[str, typer.Option(help="Input HEIGHTxWIDTH.")] = "256x128",
+    pretrained: Annotated[
+        Path | None, typer.Option(help="reidcompress checkpoint whose trunk to start from (e.g. imported ImageNet).")
+    ] = None,
+    last_stride: Annotated[int, typer.Option(help="Stride of layer4 (1 keeps a 2x larger last map).")] = 1,
+    pooling: Annotated[str, typer.Option(help="avg | gem.")] = "avg",
+    lr: o.Lr = None,
+    optimizer: o.Optimizer = None,
+    schedule: o.Schedule = None,
+    warmup_epochs: o.WarmupEpochs = None,
+    milestones: o.Milestones = None,
+    p: o.IdsPerBatch = None,
+    k: o.ImagesPerId = None,
+    margin: o.Margin = None,
+    soft_margin: o.SoftMargin = False,
+    seed: o.Seed = None,
+    eval_every: o.EvalEvery = None,
+    num_workers: o.NumWorkers = None,
+    amp: o.Amp = None,
+    channels_last: o.ChannelsLast = None,
+    set_: o.Set = None,
+    evaluate: o.Eval = True,
+    device: o.Device = "auto",
+    resume: o.Resume = False,
+    json_out: o.JsonOut = False,
+) -> None:
+    """Train a ReID network (ID + batch-hard triplet loss, P x K batches) from scratch or a pretrained trunk."""
+    check_output_path(out, *([pretrained] if pretrained else []))
+    given = dict(lr=lr, optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs, milestones=milestones)
+    given.update(p=p, k=k, margin=margin, soft_margin=soft_margin or None, seed=seed, eval_every=eval_every)
+    given.update(num_workers=num_workers, amp=amp, channels_last=channels_last)
+    config = o.config_from_options(epochs, given, set_)
+    ctx = init_distributed(device)
+    try:
+        ds = o.load_train_dataset(data, dataset)
+        torch.manual_seed(config.seed)
+        model = build_model(
+            arch,
+            ds.num_train_pids,
+            parse_size(input_size),
+            pretrained=pretrained,
+            last_stride=last_stride,
+            pooling=pooling,
+        )
+        meta = {"dataset": ds.name, "data_root": str(data), "pretrained": str(pretrained) if pretrained else None}
+        result = train(
+            model,
+            ds.train,
+            config,
+            eval_data=ds if evaluate else None,
+            out=out,
+            resume=resume,
+            device=ctx.device,
+            meta=meta,
+            progress=True,
+        )
+        if ctx.is_main:
+            o.report(result, json_out)
+    finally:
+        shutdown_distributed()

@@ -1,0 +1,51 @@
+"""A fresh ReID network for training, optionally starting from another checkpoint's trunk."""
+
+from __future__ import annotations
+
+import os
+
+from reidcompress.errors import ArchitectureError
+from reidcompress.models.checkpoint import read_checkpoint
+from reidcompress.models.reid import ReIDConfig, ReIDNet
+
+__all__ = ["build_model", "load_backbone"]
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    input_size: tuple[int, int],
+    *,
+    pretrained: str | os.PathLike[str] | None = None,
+    last_stride: int = 1,
+    pooling: str = "avg",
+) -> ReIDNet:
+    """A ReIDNet with a BNNeck and an ID classifier for ``num_classes`` identities.
+
+    ``pretrained`` is a reidcompress checkpoint (e.g. ``reidcompress import --format torchvision``
+    of ImageNet weights): its trunk is loaded, the BNNeck and classifier start fresh.
+    """
+    model = ReIDNet(
+        ReIDConfig(arch=arch, num_classes=num_classes, input_size=input_size, last_stride=last_stride, pooling=pooling)
+    )
+    if pretrained is not None:
+        load_backbone(model, pretrained)
+    return model
+
+
+def load_backbone(model: ReIDNet, path: str | os.PathLike[str]) -> None:
+    """Copy the ``backbone.*`` weights of the checkpoint at ``path`` into ``model`` (shapes must match)."""
+    ckpt = read_checkpoint(path)
+    src_arch = ckpt["config"].get("arch")
+    if src_arch != model.config.arch:
+        raise ArchitectureError(f"{path}: holds a {src_arch!r} trunk, but the model is {model.config.arch!r}")
+    trunk = {k.removeprefix("backbone."): v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+    if not trunk:
+        raise ArchitectureError(f"{path}: no backbone weights in the checkpoint")
+    own = model.backbone.state_dict()
+    bad = [k for k, v in trunk.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in trunk]
+    if bad or missing:
+        what = f"unexpected or reshaped {bad[:3]}" if bad else f"missing {missing[:3]}"
+        raise ArchitectureError(f"{path}: backbone weights do not fit {model.config.arch!r} ({what})")
+    model.backbone.load_state_dict(trunk, strict=True)
