@@ -70,7 +70,7 @@ def test_train_loader_pk_batches(synth_root: Path) -> None:
     loader = build_train_loader(data.train, (64, 32), p=3, k=2, seed=0)
     loader.batch_sampler.set_epoch(1)
     batches = list(loader)
-    assert len(batches) == 2  # 6 train identities / P=3
+    assert len(batches) == len(loader.batch_sampler) >= 2  # about every train image once
     x, pids, camids, index = batches[0]
     assert x.shape == (6, 3, 64, 32) and x.dtype == torch.float32
     assert sorted(Counter(pids.tolist()).values()) == [2, 2, 2]

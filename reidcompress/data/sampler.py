@@ -15,11 +15,14 @@ __all__ = ["PKSampler"]
 class PKSampler(Sampler[list[int]]):
     """Batch sampler: each batch holds ``p`` distinct identities with ``k`` images each.
 
-    An epoch walks a random permutation of the identities, so every identity appears about once per
-    epoch (the last batch is completed from the start of the permutation). Identities with fewer than
-    ``k`` images are sampled with replacement. The plan depends only on ``(seed, epoch)``: every rank
-    builds the same one and takes every ``world_size``-th batch, so ranks see disjoint batches and the
-    same number of them (the plan is padded to a multiple of ``world_size`` batches).
+    An epoch follows torchreid's ``RandomIdentitySampler`` (so epoch counts in published ReID
+    recipes mean the same here): each identity's images are shuffled and cut into chunks of ``k``
+    (an identity with fewer than ``k`` images gives one chunk drawn with replacement), and batches
+    take one chunk from each of ``p`` random identities that still have chunks, until fewer than
+    ``p`` remain. About every image is seen once per epoch. The plan depends only on
+    ``(seed, epoch)``: every rank builds the same one and takes every ``world_size``-th batch, so
+    ranks see disjoint batches and the same number of them (the plan is padded to a multiple of
+    ``world_size`` batches by repeating its first ones).
 
     Args:
         pids: The person id of each dataset item (index i of the dataset has pid ``pids[i]``).
@@ -44,28 +47,37 @@ class PKSampler(Sampler[list[int]]):
         self._members = [np.flatnonzero(inverse == i) for i in range(len(ids))]
         self.p, self.k, self.seed, self.rank, self.world_size = p, k, seed, rank, world_size
         self.epoch = 0
-        per_epoch = -(-len(ids) // p)
-        self._num_batches = -(-per_epoch // world_size)  # per rank
+        self._cache: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Pick the epoch whose plan the next iteration yields."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self._num_batches
+        return len(self._plan()) // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        num_ids = len(self._members)
-        order = rng.permutation(num_ids)
-        total = self._num_batches * self.world_size
-        # Any p consecutive entries of a repeated permutation are distinct because p <= num_ids.
-        seq = np.resize(order, total * self.p).reshape(total, self.p)
-        # Draw for every batch, not only this rank's, so all ranks consume the generator identically.
-        plan = [[self._draw(rng, i) for i in row] for row in seq]
-        for batch in plan[self.rank :: self.world_size]:
-            yield np.concatenate(batch).tolist()
+        for batch in self._plan()[self.rank :: self.world_size]:
+            yield batch.tolist()
 
-    def _draw(self, rng: np.random.Generator, identity: int) -> np.ndarray:
-        members = self._members[identity]
-        return rng.choice(members, self.k, replace=len(members) < self.k)
+    def _plan(self) -> list[np.ndarray]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self._build_plan(np.random.default_rng([self.seed, self.epoch])))
+        return self._cache[1]
+
+    def _chunks(self, rng: np.random.Generator, members: np.ndarray) -> list[np.ndarray]:
+        if len(members) < self.k:
+            return [rng.choice(members, self.k, replace=True)]
+        shuffled = rng.permutation(members)
+        return [shuffled[j * self.k : (j + 1) * self.k] for j in range(len(members) // self.k)]
+
+    def _build_plan(self, rng: np.random.Generator) -> list[np.ndarray]:
+        chunks = [self._chunks(rng, m) for m in self._members]
+        available = np.arange(len(chunks))
+        plan = []
+        while len(available) >= self.p:
+            picked = rng.choice(available, self.p, replace=False)
+            plan.append(np.concatenate([chunks[i].pop() for i in picked]))
+            available = np.array([i for i in available if chunks[i]], dtype=np.int64)
+        padding = -len(plan) % self.world_size
+        return plan + plan[:padding]
