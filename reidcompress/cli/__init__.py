@@ -30,10 +30,12 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import import_, info
+    from reidcompress.cli import import_, info, methods, prune
 
     app.command("import")(import_.import_cmd)
     app.command("info")(info.info_cmd)
+    app.command("prune")(prune.prune_cmd)
+    app.command("methods")(methods.methods_cmd)
 
 
 _register()

@@ -1,0 +1,77 @@
+"""What pruning needs from data and training: calibration batches, the calibration loss, fine-tuning.
+
+Training-time methods and fine-tuning run in the project's training engine
+(``reidcompress.train.engine.train``) through its Callback interface; nothing here is a training loop.
+The data and training packages are imported on use, so weight-only methods never load them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["PruneData", "calibration_loss", "TRIPLET_MARGIN"]
+
+TRIPLET_MARGIN = 0.3
+
+
+def calibration_loss(model: nn.Module, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+    """The survey's training loss, batch-hard triplet on the pooled feature, for data-driven criteria.
+
+    The ID loss is left out on purpose: the classifier of a checkpoint may have been trained on other
+    identities than the calibration images'.
+    """
+    from reidcompress.train.losses import triplet_batch_hard
+
+    feats, _ = model.forward_train(images)
+    return triplet_batch_hard(feats, pids, margin=TRIPLET_MARGIN)
+
+
+@dataclass(frozen=True)
+class PruneData:
+    """A training split used to calibrate criteria and to train during/after pruning.
+
+    Attributes:
+        items: training images (``reidcompress.data.ImageItem``), pids relabelled 0..N-1.
+        p, k: identities per batch and images per identity (batch-hard triplets need k >= 2).
+        seed: sampling seed; calibration batches are the same on every run.
+        device: where calibration and training run.
+        train_config: a ``reidcompress.train.engine.TrainConfig`` for training-time methods and
+            fine-tuning (its ``epochs`` is replaced per call); None uses the engine's defaults.
+    """
+
+    items: Sequence[Any]
+    p: int = 16
+    k: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    train_config: Any = field(default=None, compare=False)
+
+    @property
+    def num_pids(self) -> int:
+        return len({it.pid for it in self.items})
+
+    def calibration_batches(self, input_size: tuple[int, int], n: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``n`` identity-balanced batches (images, pids, ...) of un-augmented images."""
+        from torch.utils.data import DataLoader
+
+        from reidcompress.data.loader import ImageDataset
+        from reidcompress.data.sampler import PKSampler
+        from reidcompress.data.transforms import build_transforms
+
+        sampler = PKSampler([it.pid for it in self.items], self.p, self.k, seed=self.seed)
+        dataset = ImageDataset(list(self.items), build_transforms(input_size, train=False))
+        return islice(iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0)), n)
+
+    def fit(self, model: nn.Module, epochs: int, callbacks: Sequence[Any] = ()) -> None:
+        """Train ``model`` in place for ``epochs`` epochs with the given training-engine callbacks."""
+        from reidcompress.train.engine import TrainConfig, train
+
+        config = dataclasses.replace(self.train_config or TrainConfig(), epochs=epochs)
+        train(model, list(self.items), config, callbacks=tuple(callbacks))
