@@ -31,7 +31,11 @@ def methods_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print one
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(
-            r["name"], r["paper"], r["criterion"], r["strategy"],
-            "yes" if r["needs_data"] else "no", "yes" if r["needs_training"] else "no",
+            r["name"],
+            r["paper"],
+            r["criterion"],
+            r["strategy"],
+            "yes" if r["needs_data"] else "no",
+            "yes" if r["needs_training"] else "no",
         )
     out_console.print(t)

@@ -16,7 +16,8 @@ def _table(res: dict[str, Any]) -> Table:
     t = Table(title=f"{res['method']}: {res['checkpoint']} -> {res['out']}")
     for col in ("", "before", "after", "ratio"):
         t.add_column(col, justify="right" if col else "left")
-    t.add_row("GFLOPs", f"{res['flops_before'] / 1e9:.3f}", f"{res['flops_after'] / 1e9:.3f}", f"{res['flops_ratio']:.3f}")
+    f0, f1 = res["flops_before"], res["flops_after"]
+    t.add_row("GFLOPs", f"{f0 / 1e9:.3f}", f"{f1 / 1e9:.3f}", f"{f1 / f0:.3f}")
     p0, p1 = res["params_before"], res["params_after"]
     t.add_row("params (M)", f"{p0 / 1e6:.3f}", f"{p1 / 1e6:.3f}", f"{p1 / p0:.3f}")
     t.add_row("embedding", str(res["embedding_dim"]), str(res["embedding_dim"]), "1.000")

@@ -27,9 +27,7 @@ def _group_rates(groups: list[ScoredGroup], widths: dict[str, int]) -> dict[str,
     return {g.root: round(1.0 - widths[g.root] / g.size, 6) for g in groups}
 
 
-def prune_model(
-    model: ReIDNet, method: str, options: PruneOptions, data: PruneData | None = None
-) -> dict[str, Any]:
+def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneData | None = None) -> dict[str, Any]:
     """Prune ``model`` in place with a registered method; returns the JSON-able pruning record.
 
     The record is also stored as ``model.pruning`` (a previous record is kept under ``previous``).

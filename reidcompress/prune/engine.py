@@ -75,7 +75,7 @@ def build_graph(model: ReIDNet) -> tp.DependencyGraph:
     was_training = model.training
     ref = next(model.parameters())
     # The graph does not depend on the image size; a small one makes tracing ResNet50 ~3x faster.
-    h, w = (min(a, b) for a, b in zip(model.config.input_size, TRACE_SIZE))
+    h, w = (min(a, b) for a, b in zip(model.config.input_size, TRACE_SIZE, strict=True))
     x = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
     try:
         with torch.enable_grad():
@@ -141,8 +141,10 @@ def score_groups(
     for group in prunable_groups(model, graph, residual):
         scores = criterion(group).detach().float().cpu()
         if scores.shape != (len(group[0].idxs),):
-            raise MethodError(f"criterion {criterion.name!r} returned {tuple(scores.shape)} scores for a group of "
-                              f"{len(group[0].idxs)} channels")
+            raise MethodError(
+                f"criterion {criterion.name!r} returned {tuple(scores.shape)} scores for a group of "
+                f"{len(group[0].idxs)} channels"
+            )
         outs = _conv_names(group, tp.prune_conv_out_channels, names)
         scored.append(
             ScoredGroup(
@@ -194,12 +196,8 @@ def zero_channels(model: ReIDNet, graph: tp.DependencyGraph, plan: Mapping[str, 
     for group in _groups_for(model, graph, plan):
         for dep, idxs in group:
             m = dep.target.module
-            if dep.handler == tp.prune_conv_out_channels and isinstance(m, nn.Conv2d):
-                params = [m.weight, m.bias]
-            elif dep.handler == tp.prune_batchnorm_out_channels and isinstance(m, nn.BatchNorm2d):
-                params = [m.weight, m.bias]
-            else:
-                continue
-            for p in params:
+            is_filter = dep.handler == tp.prune_conv_out_channels and isinstance(m, nn.Conv2d)
+            is_bn = dep.handler == tp.prune_batchnorm_out_channels and isinstance(m, nn.BatchNorm2d)
+            for p in (m.weight, m.bias) if is_filter or is_bn else ():
                 if p is not None:
                     p[list(idxs)] = 0

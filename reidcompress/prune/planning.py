@@ -101,7 +101,7 @@ def _global(
     owner = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
     lowest = owner[torch.argsort(scores, stable=True)[:n]]
     counts = torch.bincount(lowest, minlength=len(groups)).tolist()
-    return {g.root: round_kept(g.size - c, g.size, round_to) for g, c in zip(groups, counts)}
+    return {g.root: round_kept(g.size - c, g.size, round_to) for g, c in zip(groups, counts, strict=True)}
 
 
 def kept_for_rate(

@@ -3,7 +3,7 @@
 A method pairs a criterion (which channels matter least) with a strategy (when and how they go). More
 methods (ThiNet, Channel Pruning, Redundant Channels, Play-and-Prune, AFP...) register the same way:
 a criterion file under ``criteria/``, a strategy under ``strategies/`` if a new one is needed, and a
-``register_method(MethodSpec(...))`` call.
+``@register_method(name, ...)`` factory that builds the criterion.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class MethodSpec:
             ``regularised`` (a training-time penalty drives the selected filters to zero, then remove).
         needs_data: scoring needs calibration images.
         needs_training: the method prunes while training (``--epochs``).
-        make_criterion: builds a fresh criterion object.
+        make_criterion: builds a fresh criterion object (the decorated factory).
     """
 
     name: str
@@ -55,14 +55,23 @@ class MethodSpec:
 
 _METHODS: dict[str, MethodSpec] = {}
 
+Factory = Callable[[], Criterion]
 
-def register_method(spec: MethodSpec) -> MethodSpec:
-    if spec.name in _METHODS:
-        raise ValueError(f"pruning method {spec.name!r} is already registered")
-    if spec.strategy not in STRATEGY_NAMES:
-        raise ValueError(f"unknown strategy {spec.strategy!r}; choose one of {STRATEGY_NAMES}")
-    _METHODS[spec.name] = spec
-    return spec
+
+def register_method(
+    name: str, *, paper: str, criterion: str, strategy: str, needs_data: bool = False, needs_training: bool = False
+) -> Callable[[Factory], Factory]:
+    """Decorator registering a criterion factory as pruning method ``name``; raises on duplicates."""
+
+    def deco(factory: Factory) -> Factory:
+        if name in _METHODS:
+            raise ValueError(f"pruning method {name!r} is already registered")
+        if strategy not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGY_NAMES}")
+        _METHODS[name] = MethodSpec(name, paper, criterion, strategy, needs_data, needs_training, factory)
+        return factory
+
+    return deco
 
 
 def list_methods() -> list[str]:
@@ -75,44 +84,86 @@ def get_method(name: str) -> MethodSpec:
     return _METHODS[name]
 
 
-register_method(MethodSpec(
-    "hao_li", 'Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017',
-    "L1 norm of each filter", "oneshot", needs_data=False, needs_training=False, make_criterion=L1Norm,
-))
-register_method(MethodSpec(
+@register_method(
+    "hao_li",
+    paper='Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017',
+    criterion="L1 norm of each filter",
+    strategy="oneshot",
+)
+def _hao_li() -> Criterion:
+    return L1Norm()
+
+
+@register_method(
     "molchanov",
-    'Molchanov et al., "Pruning Convolutional Neural Networks for Resource Efficient Inference", ICLR 2017',
-    "first-order Taylor expansion: |spatial mean of activation x gradient| of the triplet loss, "
+    paper='Molchanov et al., "Pruning Convolutional Neural Networks for Resource Efficient Inference", ICLR 2017',
+    criterion="first-order Taylor expansion: |spatial mean of activation x gradient| of the triplet loss, "
     "L2-normalised per layer",
-    "oneshot", needs_data=True, needs_training=False,
-    make_criterion=lambda: TaylorActivation(calibration_loss),
-))
-register_method(MethodSpec(
-    "entropy", 'Luo & Wu, "An Entropy-based Pruning Method for CNN Compression", 2017',
-    "entropy of each channel's global-average-pooled activation over calibration images",
-    "oneshot", needs_data=True, needs_training=False, make_criterion=ActivationEntropy,
-))
-register_method(MethodSpec(
+    strategy="oneshot",
+    needs_data=True,
+)
+def _molchanov() -> Criterion:
+    return TaylorActivation(calibration_loss)
+
+
+@register_method(
+    "entropy",
+    paper='Luo & Wu, "An Entropy-based Pruning Method for CNN Compression", 2017',
+    criterion="entropy of each channel's global-average-pooled activation over calibration images",
+    strategy="oneshot",
+    needs_data=True,
+)
+def _entropy() -> Criterion:
+    return ActivationEntropy()
+
+
+_FPGM_PAPER = (
+    'He et al., "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks Acceleration", CVPR 2019'
+)
+
+
+@register_method(
     "fpgm",
-    'He et al., "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks Acceleration", CVPR 2019',
-    "sum of euclidean distances to the layer's other filters (nearest the geometric median go)",
-    "oneshot", needs_data=False, needs_training=False, make_criterion=GeometricMedian,
-))
-register_method(MethodSpec(
+    paper=_FPGM_PAPER,
+    criterion="sum of euclidean distances to the layer's other filters (those nearest the geometric median go)",
+    strategy="oneshot",
+)
+def _fpgm() -> Criterion:
+    return GeometricMedian()
+
+
+@register_method(
     "fpgm_soft",
-    'He et al., "Filter Pruning via Geometric Median ...", CVPR 2019 (the survey\'s Algorithm 2)',
-    "sum of euclidean distances to the layer's other filters, re-selected every epoch",
-    "soft", needs_data=True, needs_training=True, make_criterion=GeometricMedian,
-))
-register_method(MethodSpec(
+    paper=_FPGM_PAPER + " (the survey's Algorithm 2)",
+    criterion="FPGM distance sums, re-selected and zeroed after every training epoch",
+    strategy="soft",
+    needs_data=True,
+    needs_training=True,
+)
+def _fpgm_soft() -> Criterion:
+    return GeometricMedian()
+
+
+@register_method(
     "auto_balanced",
-    'Ding et al., "Auto-Balanced Filter Pruning for Efficient Convolutional Neural Networks", AAAI 2018',
-    "L2 norm of each filter; a zero-sum L2 penalty shrinks the weakest filters and grows the rest",
-    "regularised", needs_data=True, needs_training=True, make_criterion=L2Norm,
-))
-register_method(MethodSpec(
+    paper='Ding et al., "Auto-Balanced Filter Pruning for Efficient Convolutional Neural Networks", AAAI 2018',
+    criterion="L2 norm of each filter; a zero-sum L2 penalty shrinks the weakest filters and grows the rest",
+    strategy="regularised",
+    needs_data=True,
+    needs_training=True,
+)
+def _auto_balanced() -> Criterion:
+    return L2Norm()
+
+
+@register_method(
     "psfp",
-    'He et al., "Progressive Deep Neural Networks Acceleration via Soft Filter Pruning", 2018',
-    "L2 norm of each filter, zeroed every epoch at an exponentially growing rate (the survey's Algorithm 1)",
-    "progressive", needs_data=True, needs_training=True, make_criterion=L2Norm,
-))
+    paper='He et al., "Progressive Deep Neural Networks Acceleration via Soft Filter Pruning", 2018',
+    criterion="L2 norm of each filter, zeroed after every epoch at an exponentially growing rate "
+    "(the survey's Algorithm 1)",
+    strategy="progressive",
+    needs_data=True,
+    needs_training=True,
+)
+def _psfp() -> Criterion:
+    return L2Norm()

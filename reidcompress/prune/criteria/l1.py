@@ -22,7 +22,5 @@ class L1Norm(Criterion):
 
     @torch.no_grad()
     def __call__(self, group: tp.Group) -> torch.Tensor:
-        per_member = [
-            (conv.weight[idxs].abs().flatten(1).sum(1), root) for conv, idxs, root in conv_out_members(group)
-        ]
+        per_member = [(conv.weight[idxs].abs().flatten(1).sum(1), root) for conv, idxs, root in conv_out_members(group)]
         return combine_members(per_member, len(group[0].idxs))

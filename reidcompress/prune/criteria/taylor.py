@@ -54,7 +54,7 @@ class TaylorActivation(Criterion):
                 loss = self.loss_fn(model, images, pids)
                 mods = [m for m, a in acts.items() if a.requires_grad]
                 grads = torch.autograd.grad(loss, [acts[m] for m in mods], allow_unused=True)
-                for m, g in zip(mods, grads):
+                for m, g in zip(mods, grads, strict=True):
                     if g is None:
                         continue
                     per_example = (acts[m].detach() * g).mean(dim=(2, 3)).abs().sum(0).double().cpu()

@@ -19,9 +19,7 @@ from reidcompress.prune.training import PruneData
 __all__ = ["run_steps"]
 
 
-def run_steps(
-    model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
-) -> list[ScoredGroup]:
+def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> list[ScoredGroup]:
     """Prune ``model`` in place in ``options.steps`` steps; returns the groups as first scored."""
     flops0 = count_flops(model, model.config.input_size)
     first: list[ScoredGroup] = []

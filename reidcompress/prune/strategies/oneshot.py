@@ -31,7 +31,10 @@ def plan_kept(
 ) -> dict[str, int]:
     """Kept channels per group for a rate (relative to ``base`` widths) or absolute FLOPs."""
     rate_opts: dict[str, Any] = {
-        "scope": options.scope, "round_to": options.round_to, "normalize": criterion.normalize, "base": base,
+        "scope": options.scope,
+        "round_to": options.round_to,
+        "normalize": criterion.normalize,
+        "base": base,
     }
     if flops is None:
         return kept_for_rate(groups, rate or 0.0, **rate_opts)
@@ -65,4 +68,3 @@ def prune_step(
     kept = plan_kept(model, groups, criterion, options, rate=rate, flops=flops, base=base)
     apply_plan(model, select_channels(groups, kept))
     return groups
-

@@ -1,0 +1,83 @@
+"""Every method end to end: FLOPs target, embedding size, checkpoint round trip, ONNX parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reidcompress.models.checkpoint import load_model, save_model
+from reidcompress.models.reid import ReIDConfig, ReIDNet
+from reidcompress.models.summary import conv_widths, count_flops
+from reidcompress.prune import PruneOptions, prune_checkpoint, prune_model
+from reidcompress.prune.registry import get_method
+
+WEIGHT_ONLY = ["hao_li", "fpgm"]
+
+
+def onnx_matches(model: ReIDNet, path: Path) -> float:
+    """Export with the dynamo exporter (dynamic batch) and return max |ORT - torch| at batch 3."""
+    import onnxruntime as ort
+
+    h, w = model.config.input_size
+    x = torch.rand(3, 3, h, w)
+    torch.onnx.export(
+        model.eval(), (torch.rand(2, 3, h, w),), str(path), dynamo=True, external_data=False,
+        input_names=["images"], output_names=["embeddings"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=64)}},
+    )  # fmt: skip
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    return float(np.abs(got - ref).max() / max(1.0, np.abs(ref).max()))
+
+
+def check_pruned(model: ReIDNet, out: Path, record: dict, target: float, dim: int) -> None:
+    """The done-criteria of a pruned model: FLOPs on target, embedding kept, reload identical, ONNX parity."""
+    h, w = model.config.input_size
+    assert abs(record["flops_after"] / record["flops_before"] - target) <= 0.02 * target
+    assert record["flops_after"] == count_flops(model, (h, w)) and record["params_after"] < record["params_before"]
+    assert model.embedding_dim == dim == record["embedding_dim"]
+    save_model(out, model, pruning=record)
+    reloaded = load_model(out)
+    assert reloaded.pruning["conv_widths"] == conv_widths(reloaded) == record["conv_widths"]
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model.eval()(x))
+    assert onnx_matches(reloaded, out.with_suffix(".onnx")) < 1e-4
+
+
+@pytest.mark.parametrize("method", WEIGHT_ONLY)
+def test_weight_only_methods_on_tiny(tiny_model: ReIDNet, tmp_path: Path, method: str) -> None:
+    record = prune_model(tiny_model, method, PruneOptions(target_flops=0.5, round_to=1))
+    assert record["method"] == method and record["target_met"]
+    check_pruned(tiny_model, tmp_path / "p.pt", record, 0.5, 128)
+
+
+def test_hao_li_resnet50_full_size(tmp_path: Path) -> None:
+    src = save_model(tmp_path / "r50.pt", ReIDNet(ReIDConfig(arch="resnet50", num_classes=16)))
+    res = prune_checkpoint(src, tmp_path / "r50p.pt", "hao_li", PruneOptions(target_flops=0.5))
+    model = load_model(tmp_path / "r50p.pt")
+    assert all(w % 8 == 0 for w in res["conv_widths"].values())
+    check_pruned(model, tmp_path / "again.pt", model.pruning, 0.5, 2048)
+
+
+def test_iterative_steps_reach_the_one_shot_widths(tiny_model: ReIDNet) -> None:
+    import copy
+
+    other = copy.deepcopy(tiny_model)
+    once = prune_model(tiny_model, "hao_li", PruneOptions(rate=0.5, round_to=2))
+    thrice = prune_model(other, "hao_li", PruneOptions(rate=0.5, round_to=2, steps=3))
+    assert thrice["conv_widths"] == once["conv_widths"] and thrice["steps"] == 3
+    by_flops = prune_model(copy.deepcopy(other), "fpgm", PruneOptions(target_flops=0.8, round_to=1, steps=2))
+    assert by_flops["target_met"]
+
+
+def test_a_second_pruning_keeps_the_first_record(tiny_model: ReIDNet) -> None:
+    prune_model(tiny_model, "hao_li", PruneOptions(rate=0.25, round_to=1))
+    record = prune_model(tiny_model, "fpgm", PruneOptions(rate=0.25, round_to=1))
+    assert record["previous"]["method"] == "hao_li"
+    assert get_method("fpgm").paper in record["paper"]
