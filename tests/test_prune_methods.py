@@ -81,3 +81,18 @@ def test_a_second_pruning_keeps_the_first_record(tiny_model: ReIDNet) -> None:
     record = prune_model(tiny_model, "fpgm", PruneOptions(rate=0.25, round_to=1))
     assert record["previous"]["method"] == "hao_li"
     assert get_method("fpgm").paper in record["paper"]
+
+
+FULL_SIZE = ["resnet18", "resnet34", "resnet50"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", FULL_SIZE)
+@pytest.mark.parametrize("method", WEIGHT_ONLY)
+@pytest.mark.parametrize(("scope", "residual"), [("local", False), ("global", True)])
+def test_full_size_weight_only_matrix(tmp_path: Path, arch: str, method: str, scope: str, residual: bool) -> None:
+    model = ReIDNet(ReIDConfig(arch=arch, num_classes=16))
+    dim = model.embedding_dim
+    record = prune_model(model, method, PruneOptions(target_flops=0.5, scope=scope, residual=residual))
+    assert all(w % 8 == 0 for name, w in record["conv_widths"].items() if name != "backbone.conv1")
+    check_pruned(model, tmp_path / "p.pt", record, 0.5, dim)
