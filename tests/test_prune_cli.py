@@ -78,3 +78,18 @@ def test_methods_lists_every_method() -> None:
         assert isinstance(r["needs_data"], bool) and isinstance(r["needs_training"], bool)
     table = runner.invoke(app, ["methods"])
     assert table.exit_code == 0 and "auto_balanced" in table.stdout
+
+
+def test_prune_with_calibration_data(ckpt: Path, synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    args = ["prune", str(ckpt), "-m", "molchanov", "--target-flops", "0.6", "--round-to", "1"]
+    res = runner.invoke(app, [*args, "--data", str(synth_root), "--calib-batches", "1", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["method"] == "molchanov" and info["target_met"] and out.exists()
+
+
+def test_bad_data_folder_exit_2(ckpt: Path, tmp_path: Path) -> None:
+    args = ["prune", str(ckpt), "-m", "entropy", "--rate", "0.5", "--data", str(tmp_path / "none")]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 2 and not (tmp_path / "p.pt").exists()

@@ -8,13 +8,28 @@ import numpy as np
 import pytest
 import torch
 
+from reidcompress.data.datasets import load_dataset
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.models.summary import conv_widths, count_flops
-from reidcompress.prune import PruneOptions, prune_checkpoint, prune_model
-from reidcompress.prune.registry import get_method
+from reidcompress.prune import PruneData, PruneOptions, prune_checkpoint, prune_model
+from reidcompress.prune.criteria import GeometricMedian
+from reidcompress.prune.engine import apply_plan
+from reidcompress.prune.registry import get_method, list_methods
+from reidcompress.prune.strategies.soft import SoftPruning, exponential_schedule
 
 WEIGHT_ONLY = ["hao_li", "fpgm"]
+DATA_DRIVEN = ["molchanov", "entropy"]
+TRAINING = ["fpgm_soft", "auto_balanced", "psfp"]
+
+
+@pytest.fixture
+def synth_data(synth_root: Path) -> PruneData:
+    return PruneData(items=tuple(load_dataset(synth_root).train), p=4, k=2)
+
+
+def test_every_registered_method_is_tested() -> None:
+    assert sorted(list_methods()) == sorted(WEIGHT_ONLY + DATA_DRIVEN + TRAINING)
 
 
 def onnx_matches(model: ReIDNet, path: Path) -> float:
@@ -55,6 +70,32 @@ def test_weight_only_methods_on_tiny(tiny_model: ReIDNet, tmp_path: Path, method
     record = prune_model(tiny_model, method, PruneOptions(target_flops=0.5, round_to=1))
     assert record["method"] == method and record["target_met"]
     check_pruned(tiny_model, tmp_path / "p.pt", record, 0.5, 128)
+
+
+@pytest.mark.parametrize("method", DATA_DRIVEN)
+def test_data_driven_methods_on_tiny(tiny_model: ReIDNet, synth_data: PruneData, tmp_path: Path, method: str) -> None:
+    record = prune_model(tiny_model, method, PruneOptions(target_flops=0.5, round_to=1, calib_batches=2), synth_data)
+    check_pruned(tiny_model, tmp_path / "p.pt", record, 0.5, 128)
+
+
+@pytest.mark.parametrize("method", TRAINING)
+def test_training_time_methods_on_tiny(tiny_model: ReIDNet, synth_data: PruneData, tmp_path: Path, method: str) -> None:
+    options = PruneOptions(target_flops=0.5, round_to=1, epochs=2, finetune_epochs=1)
+    record = prune_model(tiny_model, method, options, synth_data)
+    assert record["epochs"] == 2 and tiny_model.classifier.out_features == synth_data.num_pids
+    check_pruned(tiny_model, tmp_path / "p.pt", record, 0.5, 128)
+
+
+def test_soft_pruning_in_training_ends_with_a_lossless_removal(tiny_model: ReIDNet, synth_data: PruneData) -> None:
+    options = PruneOptions(rate=0.5, round_to=1, residual=True, epochs=3)
+    callback = SoftPruning(GeometricMedian(), options, synth_data, exponential_schedule(5.5), 0)
+    synth_data.fit(tiny_model, 3, [callback])
+    assert sum(map(len, callback.plan.values())) > 0
+    x = torch.rand(2, 3, 64, 32)
+    with torch.no_grad():
+        before = tiny_model(x)
+        apply_plan(tiny_model, callback.plan)
+        torch.testing.assert_close(tiny_model(x), before, rtol=1e-5, atol=1e-5)
 
 
 def test_hao_li_resnet50_full_size(tmp_path: Path) -> None:

@@ -42,8 +42,9 @@ class PruneData:
         p, k: identities per batch and images per identity (batch-hard triplets need k >= 2).
         seed: sampling seed; calibration batches are the same on every run.
         device: where calibration and training run.
-        train_config: a ``reidcompress.train.engine.TrainConfig`` for training-time methods and
-            fine-tuning (its ``epochs`` is replaced per call); None uses the engine's defaults.
+        train_config: a ``reidcompress.train.config.TrainConfig`` for training-time methods and
+            fine-tuning (its ``epochs`` is replaced per call); None scales the strong-baseline
+            recipe to the epochs of each call, with ``p``/``k``/``seed`` from here.
     """
 
     items: Sequence[Any]
@@ -57,6 +58,11 @@ class PruneData:
     def num_pids(self) -> int:
         return len({it.pid for it in self.items})
 
+    @property
+    def batch_ids(self) -> int:
+        """P, capped by the number of identities (small calibration sets)."""
+        return min(self.p, self.num_pids)
+
     def calibration_batches(self, input_size: tuple[int, int], n: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """``n`` identity-balanced batches (images, pids, ...) of un-augmented images."""
         from torch.utils.data import DataLoader
@@ -65,13 +71,24 @@ class PruneData:
         from reidcompress.data.sampler import PKSampler
         from reidcompress.data.transforms import build_transforms
 
-        sampler = PKSampler([it.pid for it in self.items], self.p, self.k, seed=self.seed)
+        sampler = PKSampler([it.pid for it in self.items], self.batch_ids, self.k, seed=self.seed)
         dataset = ImageDataset(list(self.items), build_transforms(input_size, train=False))
         return islice(iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0)), n)
 
     def fit(self, model: nn.Module, epochs: int, callbacks: Sequence[Any] = ()) -> None:
-        """Train ``model`` in place for ``epochs`` epochs with the given training-engine callbacks."""
-        from reidcompress.train.engine import TrainConfig, train
+        """Train ``model`` in place for ``epochs`` epochs with the given training-engine callbacks.
 
-        config = dataclasses.replace(self.train_config or TrainConfig(), epochs=epochs)
-        train(model, list(self.items), config, callbacks=tuple(callbacks))
+        The ID classifier is replaced when it does not cover these identities (a checkpoint trained on
+        another dataset); warm-up and learning-rate steps keep the strong baseline's proportions.
+        """
+        from reidcompress.train.config import TrainConfig
+        from reidcompress.train.engine import train
+
+        if model.classifier is None or model.classifier.out_features != self.num_pids:
+            model.reset_classifier(self.num_pids)
+        if self.train_config is None:
+            config = TrainConfig.for_epochs(epochs, p=self.batch_ids, k=self.k, seed=self.seed, num_workers=0)
+        else:
+            config = dataclasses.replace(self.train_config, epochs=epochs)
+        train(model, list(self.items), config, callbacks=tuple(callbacks), device=self.device)
+        model.eval()
