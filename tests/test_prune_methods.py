@@ -137,3 +137,16 @@ def test_full_size_weight_only_matrix(tmp_path: Path, arch: str, method: str, sc
     record = prune_model(model, method, PruneOptions(target_flops=0.5, scope=scope, residual=residual))
     assert all(w % 8 == 0 for name, w in record["conv_widths"].items() if name != "backbone.conv1")
     check_pruned(model, tmp_path / "p.pt", record, 0.5, dim)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", FULL_SIZE)
+@pytest.mark.parametrize("method", DATA_DRIVEN + TRAINING)
+def test_full_size_data_matrix(synth_data: PruneData, tmp_path: Path, arch: str, method: str) -> None:
+    # Full-size networks at 256x128 (the synthetic 64x32 images are resized); one training epoch is
+    # enough to exercise the training-time strategies' surgery.
+    model = ReIDNet(ReIDConfig(arch=arch, num_classes=synth_data.num_pids))
+    dim = model.embedding_dim
+    options = PruneOptions(target_flops=0.5, calib_batches=1, epochs=1 if method in TRAINING else 0)
+    record = prune_model(model, method, options, synth_data)
+    check_pruned(model, tmp_path / "p.pt", record, 0.5, dim)
