@@ -44,6 +44,10 @@ def prune_cmd(
     steps: Annotated[int, typer.Option(help="One-shot methods: prune in this many increments.")] = 1,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step.")] = 0,
     calib_batches: Annotated[int, typer.Option(help="Calibration batches for data-driven criteria.")] = 8,
+    decay: Annotated[float, typer.Option(help="psfp: how fast the rate approaches the target.")] = 5.5,
+    weak_scale: Annotated[
+        float, typer.Option(help="auto_balanced: magnitude the weak channels are driven to before removal.")
+    ] = 0.01,
     device: Annotated[str, typer.Option(help="cpu | cuda[:N] for calibration and training.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -58,6 +62,8 @@ def prune_cmd(
         finetune_epochs=finetune_epochs,
         epochs=epochs,
         calib_batches=calib_batches,
+        decay=decay,
+        weak_scale=weak_scale,
     )
     with console.status(f"pruning with {method}..."):
         res = prune_checkpoint(checkpoint, out, method, options, data_root=data, dataset=dataset, device=device)

@@ -26,7 +26,8 @@ class PruneOptions:
         epochs: training epochs of the training-time methods.
         calib_batches: calibration batches for data-driven criteria.
         decay: ``progressive`` strategy: how fast the rate approaches the target (exponential schedule).
-        reg_strength: ``regularised`` strategy: strength of the auto-balanced penalty.
+        weak_scale: ``regularised`` strategy: the magnitude the weak channels are driven to by the end
+            of the regularised epochs, as a fraction of where they started.
         tolerance: relative FLOPs tolerance of ``target_flops``.
     """
 
@@ -40,7 +41,7 @@ class PruneOptions:
     epochs: int = 0
     calib_batches: int = 8
     decay: float = 5.5
-    reg_strength: float = 1e-3
+    weak_scale: float = 0.01
     tolerance: float = 0.02
 
     def check(self, spec: MethodSpec, has_data: bool) -> None:
@@ -56,6 +57,10 @@ class PruneOptions:
         for name in ("round_to", "steps", "calib_batches"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.weak_scale < 1.0:
+            raise InputError(f"--weak-scale must be in (0, 1), got {self.weak_scale}")
+        if self.decay <= 0:
+            raise InputError(f"--decay must be positive, got {self.decay}")
         if self.finetune_epochs < 0 or self.epochs < 0:
             raise InputError("epoch counts cannot be negative")
         if self.steps > 1 and spec.strategy != "oneshot":

@@ -7,8 +7,7 @@ The data and training packages are imported on use, so weight-only methods never
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -42,9 +41,9 @@ class PruneData:
         p, k: identities per batch and images per identity (batch-hard triplets need k >= 2).
         seed: sampling seed; calibration batches are the same on every run.
         device: where calibration and training run.
-        train_config: a ``reidcompress.train.config.TrainConfig`` for training-time methods and
-            fine-tuning (its ``epochs`` is replaced per call); None scales the strong-baseline
-            recipe to the epochs of each call, with ``p``/``k``/``seed`` from here.
+        train_options: ``TrainConfig`` fields (lr, weight_decay...) for training-time methods and
+            fine-tuning; each call scales the strong-baseline schedule (warm-up, lr steps) to its
+            own number of epochs with ``TrainConfig.for_epochs``.
     """
 
     items: Sequence[Any]
@@ -52,7 +51,7 @@ class PruneData:
     k: int = 4
     seed: int = 0
     device: str = "cpu"
-    train_config: Any = field(default=None, compare=False)
+    train_options: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def num_pids(self) -> int:
@@ -86,9 +85,7 @@ class PruneData:
 
         if model.classifier is None or model.classifier.out_features != self.num_pids:
             model.reset_classifier(self.num_pids)
-        if self.train_config is None:
-            config = TrainConfig.for_epochs(epochs, p=self.batch_ids, k=self.k, seed=self.seed, num_workers=0)
-        else:
-            config = dataclasses.replace(self.train_config, epochs=epochs)
+        options = {"p": self.batch_ids, "k": self.k, "seed": self.seed, "num_workers": 0, **(self.train_options or {})}
+        config = TrainConfig.for_epochs(epochs, **options)
         train(model, list(self.items), config, callbacks=tuple(callbacks), device=self.device)
         model.eval()
