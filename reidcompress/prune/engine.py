@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -84,11 +85,11 @@ def build_graph(model: ReIDNet) -> tp.DependencyGraph:
         model.train(was_training)
 
 
-def _blocks(model: ReIDNet) -> list[nn.Module]:
+def _blocks(model: ReIDNet) -> list[Any]:
     return [block for stage in STAGES for block in getattr(model.backbone, stage)]
 
 
-def _last_conv(block: nn.Module) -> nn.Conv2d:
+def _last_conv(block: Any) -> nn.Conv2d:
     return block.conv3 if hasattr(block, "conv3") else block.conv2
 
 

@@ -137,17 +137,21 @@ def kept_for_flops(
     flop_model: FlopModel,
     target: float,
     *,
+    scope: str = "local",
+    round_to: int = 1,
+    normalize: Normalizer | None = None,
+    base: Mapping[str, int] | None = None,
     tolerance: float = 0.02,
-    **rate_options: object,
 ) -> dict[str, int]:
     """Channels each group keeps so that FLOPs land within ``tolerance`` of ``target`` (absolute FLOPs).
 
     Bisection on the rate (FLOPs never increase with it), then, when rounding makes the FLOPs jump over
-    the tolerance band, single ``round_to`` steps are given back to groups until it is reached.
+    the tolerance band, single ``round_to`` steps are given back to groups until it is reached. The
+    other arguments are those of :func:`kept_for_rate`.
     """
 
     def kept(rate: float) -> dict[str, int]:
-        return kept_for_rate(groups, rate, **rate_options)  # type: ignore[arg-type]
+        return kept_for_rate(groups, rate, scope=scope, round_to=round_to, normalize=normalize, base=base)
 
     def flops(k: Mapping[str, int]) -> int:
         return flop_model.estimate(groups, k)
@@ -170,7 +174,7 @@ def kept_for_flops(
     best = min((kept(lo), kept(hi)), key=lambda k: abs(flops(k) - target))
     if abs(flops(best) - target) <= tolerance * target:
         return best
-    return _give_back(groups, kept(hi), flops, target, tolerance, int(rate_options.get("round_to", 1)))
+    return _give_back(groups, kept(hi), flops, target, tolerance, round_to)
 
 
 def _give_back(

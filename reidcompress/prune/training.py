@@ -13,14 +13,15 @@ from itertools import islice
 from typing import Any
 
 import torch
-from torch import nn
+
+from reidcompress.models.reid import ReIDNet
 
 __all__ = ["PruneData", "calibration_loss", "TRIPLET_MARGIN"]
 
 TRIPLET_MARGIN = 0.3
 
 
-def calibration_loss(model: nn.Module, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+def calibration_loss(model: ReIDNet, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
     """The survey's training loss, batch-hard triplet on the pooled feature, for data-driven criteria.
 
     The ID loss is left out on purpose: the classifier of a checkpoint may have been trained on other
@@ -74,7 +75,7 @@ class PruneData:
         dataset = ImageDataset(list(self.items), build_transforms(input_size, train=False))
         return islice(iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0)), n)
 
-    def fit(self, model: nn.Module, epochs: int, callbacks: Sequence[Any] = ()) -> None:
+    def fit(self, model: ReIDNet, epochs: int, callbacks: Sequence[Any] = ()) -> None:
         """Train ``model`` in place for ``epochs`` epochs with the given training-engine callbacks.
 
         The ID classifier is replaced when it does not cover these identities (a checkpoint trained on

@@ -16,7 +16,8 @@ from torch import nn
 
 __all__ = ["Criterion", "Member", "conv_out_members", "bn_out_members", "combine_members"]
 
-Member = tuple[nn.Module, list[int], list[int]]
+# (module, its channel indices, the matching root-channel indices); modules are Conv2d/BatchNorm2d.
+Member = tuple[Any, list[int], list[int]]
 
 
 class Criterion:

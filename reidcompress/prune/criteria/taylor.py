@@ -26,7 +26,7 @@ from reidcompress.prune.criteria._base import Criterion, bn_out_members, combine
 
 __all__ = ["TaylorActivation", "LossFn"]
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, images, pids) -> loss
 
 
 class TaylorActivation(Criterion):

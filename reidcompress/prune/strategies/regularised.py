@@ -38,7 +38,7 @@ from reidcompress.train.callbacks import Callback
 
 __all__ = ["AutoBalanced", "run_regularised", "balanced_decay_"]
 
-Term = tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]
+Term = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def balanced_decay_(param: torch.Tensor, weak: torch.Tensor, strong: torch.Tenso
     param[strong] *= 1 + eta * theta
 
 
-def _split(param: torch.nn.Parameter, weak: list[int]) -> Term:
+def _split(param: torch.Tensor, weak: list[int]) -> Term:
     mask = torch.ones(param.shape[0], dtype=torch.bool)
     mask[weak] = False
     device = param.device
