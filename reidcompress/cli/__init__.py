@@ -30,7 +30,7 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import data, evaluate, finetune, import_, info, train
+    from reidcompress.cli import data, evaluate, finetune, import_, info, methods, prune, train
 
     app.add_typer(data.app, name="data")
     app.command("import")(import_.import_cmd)
@@ -38,6 +38,8 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate_cmd)
     app.command("train")(train.train_cmd)
     app.command("finetune")(finetune.finetune_cmd)
+    app.command("prune")(prune.prune_cmd)
+    app.command("methods")(methods.methods_cmd)
 
 
 _register()

@@ -1,0 +1,75 @@
+"""``reidcompress prune``: structural pruning of a checkpoint with one of the registered methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reidcompress.cli._common import console, emit_json, handle_errors, out_console
+from reidcompress.prune import PruneOptions, prune_checkpoint
+
+
+def _table(res: dict[str, Any]) -> Table:
+    t = Table(title=f"{res['method']}: {res['checkpoint']} -> {res['out']}")
+    for col in ("", "before", "after", "ratio"):
+        t.add_column(col, justify="right" if col else "left")
+    f0, f1 = res["flops_before"], res["flops_after"]
+    t.add_row("GFLOPs", f"{f0 / 1e9:.3f}", f"{f1 / 1e9:.3f}", f"{f1 / f0:.3f}")
+    p0, p1 = res["params_before"], res["params_after"]
+    t.add_row("params (M)", f"{p0 / 1e6:.3f}", f"{p1 / 1e6:.3f}", f"{p1 / p0:.3f}")
+    t.add_row("embedding", str(res["embedding_dim"]), str(res["embedding_dim"]), "1.000")
+    return t
+
+
+@handle_errors
+def prune_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A reidcompress checkpoint.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="Pruning method (see `reidcompress methods`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the pruned checkpoint.")],
+    rate: Annotated[float | None, typer.Option(help="Fraction of channels removed per group, in [0, 1).")] = None,
+    target_flops: Annotated[
+        float | None, typer.Option(help="Fraction of the FLOPs to keep, in (0, 1]; lands within 2%.")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset root for calibration/training.")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset layout under --data.")] = "market1501",
+    epochs: Annotated[int, typer.Option(help="Training epochs of training-time methods.")] = 0,
+    scope: Annotated[str, typer.Option(help="local (same rate per group) | global (one ranking).")] = "local",
+    round_to: Annotated[int, typer.Option(help="Kept channel counts are multiples of this.")] = 8,
+    residual: Annotated[
+        bool, typer.Option("--residual/--no-residual", help="Also prune the coupled residual channels.")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="One-shot methods: prune in this many increments.")] = 1,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step.")] = 0,
+    calib_batches: Annotated[int, typer.Option(help="Calibration batches for data-driven criteria.")] = 8,
+    decay: Annotated[float, typer.Option(help="psfp: how fast the rate approaches the target.")] = 5.5,
+    weak_scale: Annotated[
+        float, typer.Option(help="auto_balanced: magnitude the weak channels are driven to before removal.")
+    ] = 0.01,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] for calibration and training.")] = "cpu",
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Remove channels (FLOPs, parameters and latency drop); the embedding size never changes."""
+    options = PruneOptions(
+        rate=rate,
+        target_flops=target_flops,
+        scope=scope,
+        round_to=round_to,
+        residual=residual,
+        steps=steps,
+        finetune_epochs=finetune_epochs,
+        epochs=epochs,
+        calib_batches=calib_batches,
+        decay=decay,
+        weak_scale=weak_scale,
+    )
+    with console.status(f"pruning with {method}..."):
+        res = prune_checkpoint(checkpoint, out, method, options, data_root=data, dataset=dataset, device=device)
+    if res.get("target_met") is False:
+        console.print(f"[yellow]warning: FLOPs ratio {res['flops_ratio']:.3f} is not within 2% of {target_flops}")
+    if json_out:
+        emit_json({k: v for k, v in res.items() if k != "previous"})
+    else:
+        out_console.print(_table(res))

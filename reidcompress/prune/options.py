@@ -1,0 +1,72 @@
+"""The options of a pruning run, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reidcompress.errors import InputError, MethodError
+from reidcompress.prune.planning import SCOPES
+from reidcompress.prune.registry import MethodSpec
+
+__all__ = ["PruneOptions"]
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """How much to prune and how.
+
+    Attributes:
+        rate: fraction of the channels removed in each prunable group, in [0, 1).
+        target_flops: fraction of the original FLOPs to keep, in (0, 1]; exclusive with ``rate``.
+        scope: ``local`` (the same rate in every group) or ``global`` (one ranking across groups).
+        round_to: kept channel counts are multiples of this (8 suits GPUs and TensorRT).
+        residual: also prune the residual-stream channels (coupled across a stage's blocks).
+        steps: one-shot criteria: reach the target in this many increments.
+        finetune_epochs: fine-tuning epochs after each pruning step (and after training-time methods).
+        epochs: training epochs of the training-time methods.
+        calib_batches: calibration batches for data-driven criteria.
+        decay: ``progressive`` strategy: how fast the rate approaches the target (exponential schedule).
+        weak_scale: ``regularised`` strategy: the magnitude the weak channels are driven to by the end
+            of the regularised epochs, as a fraction of where they started.
+        tolerance: relative FLOPs tolerance of ``target_flops``.
+    """
+
+    rate: float | None = None
+    target_flops: float | None = None
+    scope: str = "local"
+    round_to: int = 8
+    residual: bool = False
+    steps: int = 1
+    finetune_epochs: int = 0
+    epochs: int = 0
+    calib_batches: int = 8
+    decay: float = 5.5
+    weak_scale: float = 0.01
+    tolerance: float = 0.02
+
+    def check(self, spec: MethodSpec, has_data: bool) -> None:
+        """Raise InputError/MethodError for anything the method cannot run with."""
+        if (self.rate is None) == (self.target_flops is None):
+            raise InputError("give exactly one of --rate or --target-flops")
+        if self.rate is not None and not 0.0 <= self.rate < 1.0:
+            raise InputError(f"--rate must be in [0, 1), got {self.rate}")
+        if self.target_flops is not None and not 0.0 < self.target_flops <= 1.0:
+            raise InputError(f"--target-flops must be in (0, 1], got {self.target_flops}")
+        if self.scope not in SCOPES:
+            raise InputError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        for name in ("round_to", "steps", "calib_batches"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.weak_scale < 1.0:
+            raise InputError(f"--weak-scale must be in (0, 1), got {self.weak_scale}")
+        if self.decay <= 0:
+            raise InputError(f"--decay must be positive, got {self.decay}")
+        if self.finetune_epochs < 0 or self.epochs < 0:
+            raise InputError("epoch counts cannot be negative")
+        if self.steps > 1 and spec.strategy != "oneshot":
+            raise MethodError(f"--steps applies to one-shot methods; {spec.name} is {spec.strategy}")
+        if spec.needs_training and self.epochs < 1:
+            raise MethodError(f"{spec.name} prunes while training: give --epochs N (and --data)")
+        if not has_data and (spec.needs_data or spec.needs_training or self.finetune_epochs > 0):
+            why = "calibration images" if not spec.needs_training and not self.finetune_epochs else "training images"
+            raise MethodError(f"{spec.name} needs {why}: give --data DIR")

@@ -1,0 +1,24 @@
+"""Pruning strategies: when and how the channels a criterion ranks lowest are removed."""
+
+from collections.abc import Callable
+
+from reidcompress.models.reid import ReIDNet
+from reidcompress.prune.criteria import Criterion
+from reidcompress.prune.engine import ScoredGroup
+from reidcompress.prune.options import PruneOptions
+from reidcompress.prune.strategies.iterative import run_steps
+from reidcompress.prune.strategies.regularised import run_regularised
+from reidcompress.prune.strategies.soft import run_progressive, run_soft
+from reidcompress.prune.training import PruneData
+
+__all__ = ["STRATEGIES", "Strategy"]
+
+Strategy = Callable[[ReIDNet, Criterion, PruneOptions, "PruneData | None"], list[ScoredGroup]]
+
+# Keyed by MethodSpec.strategy. Each prunes the model in place and returns its groups as first scored.
+STRATEGIES: dict[str, Strategy] = {
+    "oneshot": run_steps,
+    "soft": run_soft,
+    "progressive": run_progressive,
+    "regularised": run_regularised,
+}

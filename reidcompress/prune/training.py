@@ -1,0 +1,92 @@
+"""What pruning needs from data and training: calibration batches, the calibration loss, fine-tuning.
+
+Training-time methods and fine-tuning run in the project's training engine
+(``reidcompress.train.engine.train``) through its Callback interface; nothing here is a training loop.
+The data and training packages are imported on use, so weight-only methods never load them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import torch
+
+from reidcompress.models.reid import ReIDNet
+
+__all__ = ["PruneData", "calibration_loss", "TRIPLET_MARGIN"]
+
+TRIPLET_MARGIN = 0.3
+
+
+def calibration_loss(model: ReIDNet, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+    """The survey's training loss, batch-hard triplet on the pooled feature, for data-driven criteria.
+
+    The ID loss is left out on purpose: the classifier of a checkpoint may have been trained on other
+    identities than the calibration images'.
+    """
+    from reidcompress.train.losses import triplet_batch_hard
+
+    feats, _ = model.forward_train(images)
+    return triplet_batch_hard(feats, pids, margin=TRIPLET_MARGIN)
+
+
+@dataclass(frozen=True)
+class PruneData:
+    """A training split used to calibrate criteria and to train during/after pruning.
+
+    Attributes:
+        items: training images (``reidcompress.data.ImageItem``), pids relabelled 0..N-1.
+        p, k: identities per batch and images per identity (batch-hard triplets need k >= 2).
+        seed: sampling seed; calibration batches are the same on every run.
+        device: where calibration and training run.
+        train_options: ``TrainConfig`` fields (lr, weight_decay...) for training-time methods and
+            fine-tuning; each call scales the strong-baseline schedule (warm-up, lr steps) to its
+            own number of epochs with ``TrainConfig.for_epochs``.
+    """
+
+    items: Sequence[Any]
+    p: int = 16
+    k: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    train_options: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def num_pids(self) -> int:
+        return len({it.pid for it in self.items})
+
+    @property
+    def batch_ids(self) -> int:
+        """P, capped by the number of identities (small calibration sets)."""
+        return min(self.p, self.num_pids)
+
+    def calibration_batches(self, input_size: tuple[int, int], n: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``n`` identity-balanced batches (images, pids, ...) of un-augmented images."""
+        from torch.utils.data import DataLoader
+
+        from reidcompress.data.loader import ImageDataset
+        from reidcompress.data.sampler import PKSampler
+        from reidcompress.data.transforms import build_transforms
+
+        sampler = PKSampler([it.pid for it in self.items], self.batch_ids, self.k, seed=self.seed)
+        dataset = ImageDataset(list(self.items), build_transforms(input_size, train=False))
+        return islice(iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0)), n)
+
+    def fit(self, model: ReIDNet, epochs: int, callbacks: Sequence[Any] = ()) -> None:
+        """Train ``model`` in place for ``epochs`` epochs with the given training-engine callbacks.
+
+        The ID classifier is replaced when it does not cover these identities (a checkpoint trained on
+        another dataset); warm-up and learning-rate steps keep the strong baseline's proportions.
+        """
+        from reidcompress.train.config import TrainConfig
+        from reidcompress.train.engine import train
+
+        if model.classifier is None or model.classifier.out_features != self.num_pids:
+            model.reset_classifier(self.num_pids)
+        options = {"p": self.batch_ids, "k": self.k, "seed": self.seed, "num_workers": 0, **(self.train_options or {})}
+        config = TrainConfig.for_epochs(epochs, **options)
+        train(model, list(self.items), config, callbacks=tuple(callbacks), device=self.device)
+        model.eval()

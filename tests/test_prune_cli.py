@@ -1,0 +1,95 @@
+"""``reidcompress prune`` and ``reidcompress methods`` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reidcompress.cli import app
+from reidcompress.models.checkpoint import load_model, save_model
+from reidcompress.models.reid import ReIDNet
+from reidcompress.prune import list_methods
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ckpt(tiny_model: ReIDNet, tmp_path: Path) -> Path:
+    return save_model(tmp_path / "tiny.pt", tiny_model)
+
+
+def test_prune_json(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    res = runner.invoke(app, ["prune", str(ckpt), "--method", "hao_li", "--rate", "0.5", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    for key in ("method", "params_before", "params_after", "flops_before", "flops_after"):
+        assert key in info
+    assert info["params_after"] < info["params_before"] and info["round_to"] == 8
+    assert load_model(out).pruning["method"] == "hao_li"
+
+
+def test_prune_table_for_people(ckpt: Path, tmp_path: Path) -> None:
+    args = ["prune", str(ckpt), "-m", "fpgm", "--target-flops", "0.6", "--round-to", "1", "--residual"]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 0, res.output
+    assert "GFLOPs" in res.stdout and load_model(tmp_path / "p.pt").pruning["residual"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "nope", "--rate", "0.5"], "unknown pruning method"),
+        (["--method", "hao_li", "--rate", "1.0"], "--rate"),
+        (["--method", "hao_li", "--rate", "-0.1"], "--rate"),
+        (["--method", "hao_li", "--target-flops", "0"], "--target-flops"),
+        (["--method", "hao_li", "--target-flops", "1.5"], "--target-flops"),
+        (["--method", "hao_li", "--rate", "0.5", "--target-flops", "0.5"], "exactly one"),
+        (["--method", "hao_li"], "exactly one"),
+        (["--method", "molchanov", "--rate", "0.5"], "--data"),
+        (["--method", "psfp", "--rate", "0.5"], "--epochs"),
+        (["--method", "hao_li", "--rate", "0.5", "--scope", "world"], "--scope"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(ckpt: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "p.pt"
+    res = runner.invoke(app, ["prune", str(ckpt), *args, "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_refuses_to_overwrite_its_input(ckpt: Path) -> None:
+    res = runner.invoke(app, ["prune", str(ckpt), "-m", "hao_li", "--rate", "0.5", "-o", str(ckpt)])
+    assert res.exit_code == 2 and "refusing to overwrite" in res.output
+
+
+def test_methods_lists_every_method() -> None:
+    res = runner.invoke(app, ["methods", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["methods"]
+    assert [r["name"] for r in rows] == list_methods()
+    assert {"hao_li", "molchanov", "entropy", "fpgm", "auto_balanced", "psfp"} <= {r["name"] for r in rows}
+    for r in rows:
+        assert r["paper"] and r["criterion"] and r["strategy"]
+        assert isinstance(r["needs_data"], bool) and isinstance(r["needs_training"], bool)
+    table = runner.invoke(app, ["methods"])
+    assert table.exit_code == 0 and "auto_balanced" in table.stdout
+
+
+def test_prune_with_calibration_data(ckpt: Path, synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    args = ["prune", str(ckpt), "-m", "molchanov", "--target-flops", "0.6", "--round-to", "1"]
+    res = runner.invoke(app, [*args, "--data", str(synth_root), "--calib-batches", "1", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["method"] == "molchanov" and info["target_met"] and out.exists()
+
+
+def test_bad_data_folder_exit_2(ckpt: Path, tmp_path: Path) -> None:
+    args = ["prune", str(ckpt), "-m", "entropy", "--rate", "0.5", "--data", str(tmp_path / "none")]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 2 and not (tmp_path / "p.pt").exists()
