@@ -16,7 +16,18 @@ __all__ = ["config_from_options", "report", "parse_set", "load_train_dataset"]
 
 _TRAIN = "Training options"
 
-Epochs = Annotated[int, typer.Option("--epochs", "-e", help="Number of epochs.", rich_help_panel=_TRAIN)]
+Epochs = Annotated[
+    int | None,
+    typer.Option("--epochs", "-e", help="Number of epochs (required without --recipe).", rich_help_panel=_TRAIN),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help="Recipe NAME (models/NAME.json) or FILE; options given here override it.",
+        rich_help_panel=_TRAIN,
+    ),
+]
 Lr = Annotated[float | None, typer.Option(help="Base learning rate (default: 3.5e-4).", rich_help_panel=_TRAIN)]
 Optimizer = Annotated[str | None, typer.Option(help="adam | sgd (default: adam).", rich_help_panel=_TRAIN)]
 Schedule = Annotated[str | None, typer.Option(help="step | cosine (default: step).", rich_help_panel=_TRAIN)]
@@ -92,12 +103,35 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def config_from_options(epochs: int, given: dict[str, Any], extra: list[str] | None) -> TrainConfig:
-    """A TrainConfig from the options the user gave (None = not given) over the defaults."""
+def config_from_options(
+    epochs: int | None, given: dict[str, Any], extra: list[str] | None, recipe: dict[str, Any] | None = None
+) -> TrainConfig:
+    """A TrainConfig from the options the user gave (None = not given) over a recipe section and the defaults.
+
+    When ``--epochs`` changes a recipe's epoch count, the recipe's warm-up and milestones are scaled
+    with it (unless given explicitly), keeping the schedule's proportions.
+    """
     opts = {k: v for k, v in given.items() if v is not None}
     if isinstance(opts.get("milestones"), str):
         opts["milestones"] = tuple(parse_ints(opts["milestones"], "--milestones"))
-    return TrainConfig.for_epochs(epochs, **{**parse_set(extra), **opts})
+    base = _scaled_recipe(dict(recipe or {}), epochs)
+    epochs = epochs if epochs is not None else base.pop("epochs", None)
+    base.pop("epochs", None)
+    if epochs is None:
+        raise InputError("--epochs is required (or a --recipe that sets train/finetune epochs)")
+    return TrainConfig.for_epochs(epochs, **{**base, **parse_set(extra), **opts})
+
+
+def _scaled_recipe(section: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+    own = section.get("epochs")
+    if epochs is None or not own or epochs == own:
+        return section
+    scale = epochs / own
+    if "warmup_epochs" in section:
+        section["warmup_epochs"] = min(round(section["warmup_epochs"] * scale), max(epochs - 1, 0))
+    if "milestones" in section:
+        section["milestones"] = tuple(sorted({max(1, round(m * scale)) for m in section["milestones"]}))
+    return section
 
 
 def report(result: TrainResult, json_out: bool) -> None:

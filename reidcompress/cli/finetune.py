@@ -10,6 +10,7 @@ import typer
 from reidcompress._io import check_output_path, require_file
 from reidcompress.cli import _train_options as o
 from reidcompress.cli._common import handle_errors
+from reidcompress.models.recipes import load_recipe
 from reidcompress.train.distributed import init_distributed, shutdown_distributed
 from reidcompress.train.finetune import finetune_checkpoint
 
@@ -18,8 +19,8 @@ from reidcompress.train.finetune import finetune_checkpoint
 def finetune_cmd(
     ckpt: Annotated[Path, typer.Argument(help="reidcompress checkpoint to fine-tune (pruned shapes are kept).")],
     data: Annotated[Path, typer.Option(help="Target dataset root folder.")],
-    epochs: o.Epochs,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fine-tuned checkpoint.")],
+    epochs: o.Epochs = None,
     dataset: Annotated[str, typer.Option(help="Dataset layout (market1501, dukemtmcreid, msmt17...).")] = "market1501",
     teacher: Annotated[
         Path | None, typer.Option(help="Checkpoint to distil from (e.g. the unpruned model); frozen, eval mode.")
@@ -45,6 +46,7 @@ def finetune_cmd(
     amp: o.Amp = None,
     channels_last: o.ChannelsLast = None,
     set_: o.Set = None,
+    recipe: o.RecipeOpt = None,
     evaluate: o.Eval = True,
     device: o.Device = "auto",
     resume: o.Resume = False,
@@ -59,7 +61,7 @@ def finetune_cmd(
     given.update(p=p, k=k, margin=margin, soft_margin=soft_margin or None, seed=seed, eval_every=eval_every)
     given.update(num_workers=num_workers, amp=amp, channels_last=channels_last)
     given.update(distill_weight=distill_weight, distill_loss=distill_loss)
-    config = o.config_from_options(epochs, given, set_)
+    config = o.config_from_options(epochs, given, set_, load_recipe(recipe).finetune if recipe else None)
     ctx = init_distributed(device)
     try:
         ds = o.load_train_dataset(data, dataset)
