@@ -44,3 +44,23 @@ def synth_target_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_target") / "market"
     synthesize(out, ids=12, cams=3, images_per_id=6, seed=0, style="target", size=(64, 32))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, dataset root): `tiny` trained ~2 s on 15 synthetic ids at 64x32, far above chance."""
+    from reidcompress.data.datasets import load_dataset
+    from reidcompress.data.synth import synthesize
+    from reidcompress.models.checkpoint import save_model
+    from reidcompress.train.config import TrainConfig
+    from reidcompress.train.engine import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    root = tmp / "market"
+    synthesize(root, ids=30, cams=3, images_per_id=8, seed=0, size=(64, 32))
+    ds = load_dataset(root)
+    torch.manual_seed(0)
+    model = ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=ds.num_train_pids))
+    config = TrainConfig.for_epochs(20, lr=1e-3, p=5, k=4, num_workers=0, eval_every=0, schedule="cosine")
+    train(model, ds.train, config, device="cpu", progress=False)
+    return save_model(tmp / "tiny-trained.pt", model.eval()), root

@@ -30,7 +30,7 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import data, evaluate, finetune, import_, info, methods, prune, train
+    from reidcompress.cli import bench, data, evaluate, export, finetune, import_, info, methods, prune, train, verify
 
     app.add_typer(data.app, name="data")
     app.command("import")(import_.import_cmd)
@@ -40,6 +40,9 @@ def _register() -> None:
     app.command("finetune")(finetune.finetune_cmd)
     app.command("prune")(prune.prune_cmd)
     app.command("methods")(methods.methods_cmd)
+    app.command("export")(export.export_cmd)
+    app.command("verify")(verify.verify_cmd)
+    app.command("bench")(bench.bench_cmd)
 
 
 _register()

@@ -73,3 +73,14 @@ def parse_ints(text: str, what: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def set_threads(threads: int | None) -> None:
+    """CPU threads for PyTorch (ONNX Runtime sessions take theirs per session)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

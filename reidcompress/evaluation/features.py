@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from reidcompress.data.datasets import ImageItem, ReIDDataset, load_dataset
@@ -17,6 +18,9 @@ from reidcompress.evaluation.distance import compute_distance
 from reidcompress.evaluation.rank import evaluate_features, rank_metrics
 from reidcompress.evaluation.rerank import re_ranking
 from reidcompress.runtime.base import Embedder, load_embedder
+
+# Progress goes to stderr: stdout carries a command's --json result.
+_STDERR = Console(stderr=True)
 
 __all__ = ["extract_features", "evaluate_embedder", "evaluate_model", "summarise_metrics"]
 
@@ -29,6 +33,7 @@ def _progress(disable: bool) -> Progress:
         TimeRemainingColumn(),
         disable=disable,
         transient=True,
+        console=_STDERR,
     )
 
 

@@ -1,0 +1,87 @@
+"""``bench``: latency and throughput per model and batch size, with FLOPs and params beside."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reidcompress._io import atomic_path
+from reidcompress.errors import InputError
+from reidcompress.runtime.base import load_embedder
+from reidcompress.verify.api import _complexity
+from reidcompress.verify.environment import environment
+from reidcompress.verify.latency import embedder_latency
+
+__all__ = ["bench", "plot_bench"]
+
+
+def bench(
+    models: Sequence[str | os.PathLike[str]],
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 30.0,
+) -> dict[str, Any]:
+    if not models:
+        raise InputError("give at least one model to benchmark")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise InputError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
+    rows = []
+    for path in models:
+        with load_embedder(path, device=device, threads=threads) as emb:
+            flops, params = _complexity(emb)
+            for b in batch_sizes:
+                stats = embedder_latency(emb, b, warmup=warmup, runs=runs, max_seconds=max_seconds)
+                rows.append({"model": str(path), **emb.describe(), "flops": flops, "params": params, **stats.to_dict()})
+    return {"results": rows, "environment": environment(device, threads)}
+
+
+def _verify_points(reports: Sequence[str | os.PathLike[str]]) -> list[tuple[str, float, float]]:
+    from reidcompress.verify.report import model_rows
+
+    points = []
+    for rep in reports:
+        try:
+            result = json.loads(Path(rep).read_text())
+            rows = model_rows(result)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{rep}: not a verify report ({e})") from None
+        points += [(r["model"], r["p50_b1_ms"], r["rank1"]) for r in rows if r["p50_b1_ms"] is not None]
+    return points
+
+
+def plot_bench(
+    result: dict[str, Any], out: str | os.PathLike[str], reports: Sequence[str | os.PathLike[str]] = ()
+) -> Path:
+    """Latency vs batch size per model; with verify reports, also rank-1 vs batch-1 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = _verify_points(reports)
+    fig, axes = plt.subplots(1, 2 if points else 1, figsize=(11 if points else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    for model in dict.fromkeys(r["model"] for r in result["results"]):
+        rs = [r for r in result["results"] if r["model"] == model]
+        ax.plot([r["batch"] for r in rs], [r["p50_ms"] for r in rs], marker="o", label=Path(model).name)
+    ax.set(xlabel="batch size", ylabel="p50 latency (ms)", title="latency vs batch", xscale="log", yscale="log")
+    ax.legend(fontsize=8)
+    if points:
+        ax2 = axes[0][1]
+        for name, ms, r1 in points:
+            ax2.scatter(ms, r1)
+            ax2.annotate(name, (ms, r1), fontsize=8)
+        ax2.set(xlabel="p50 latency at batch 1 (ms)", ylabel="rank-1 (%)", title="rank-1 vs latency")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return out

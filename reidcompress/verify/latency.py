@@ -1,0 +1,109 @@
+"""The one timing code of the project: ``verify``, ``bench`` and latency-target pruning all use it.
+
+Warm up, then time many runs with ``perf_counter`` (CUDA synchronised before each clock read), and
+report median and spread: p50/p95/p99, mean, std and images per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from reidcompress.errors import InputError
+from reidcompress.runtime.base import Embedder
+
+__all__ = ["LatencyStats", "measure", "embedder_latency"]
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch: int
+    runs: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / (self.p50_ms / 1e3) if self.p50_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s}
+
+    @classmethod
+    def from_times(cls, batch: int, seconds: list[float]) -> LatencyStats:
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return cls(
+            batch, len(ms), float(p50), float(p95), float(p99), float(ms.mean()), float(ms.std()), float(ms.min())
+        )
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    batch: int,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 30.0,
+    clock: Clock = time.perf_counter,
+    sync: Callable[[], None] | None = None,
+) -> LatencyStats:
+    """Time ``fn`` ``runs`` times after ``warmup`` calls; stop early (>= 3 runs) past ``max_seconds``."""
+    if runs < 1 or warmup < 0:
+        raise InputError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times: list[float] = []
+    start = clock()
+    while len(times) < runs:
+        t0 = clock()
+        fn()
+        sync()
+        times.append(clock() - t0)
+        if len(times) >= 3 and clock() - start > max_seconds:
+            break
+    return LatencyStats.from_times(batch, times)
+
+
+def _cuda_sync(embedder: Embedder) -> Callable[[], None] | None:
+    if embedder.backend == "torch" and str(embedder.device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return None  # ONNX Runtime and TensorRT calls here return host arrays: already synchronised
+
+
+def embedder_latency(
+    embedder: Embedder,
+    batch: int,
+    *,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 30.0,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> LatencyStats:
+    """Latency of ``embedder.embed`` on a batch of random images at the model's input size."""
+    h, w = embedder.input_size
+    x = np.random.default_rng(seed).random((batch, 3, h, w), dtype=np.float32)
+    return measure(
+        lambda: embedder.embed(x),
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        max_seconds=max_seconds,
+        clock=clock,
+        sync=_cuda_sync(embedder),
+    )

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from reidcompress.cli import app
+from reidcompress.export.onnx import export_onnx
+from reidcompress.models.checkpoint import save_model
+
+runner = CliRunner()
+
+
+def test_bench_json_and_plot(tiny_model, tmp_path) -> None:
+    pt = save_model(tmp_path / "t.pt", tiny_model)
+    onnx_path = export_onnx(pt, tmp_path / "t.onnx").path
+    report = tmp_path / "verify.json"
+    report.write_text(
+        json.dumps(
+            {
+                "reference": {
+                    "path": "t.pt",
+                    "role": "reference",
+                    "runtime": {"backend": "torch"},
+                    "flops": 1,
+                    "params": 1,
+                    "metrics": {"rank1": 80.0, "mAP": 60.0},
+                    "drops": {},
+                    "parity": None,
+                    "latency": {"1": {"p50_ms": 2.0, "images_per_s": 500}},
+                    "passed": True,
+                },
+                "candidates": [],
+            }
+        )
+    )
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            str(pt),
+            str(onnx_path),
+            "--batch-sizes",
+            "1,4",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            "--plot",
+            str(tmp_path / "lat.png"),
+            "--reports",
+            str(report),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    rows = out["results"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        ("torch", 1),
+        ("torch", 4),
+        ("onnxruntime", 1),
+        ("onnxruntime", 4),
+    ]
+    assert all(r["p50_ms"] > 0 and r["flops"] > 0 for r in rows) and "cpu" in out["environment"]
+    assert (tmp_path / "lat.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_bad_input(tmp_path) -> None:
+    res = runner.invoke(app, ["bench", str(tmp_path / "missing.onnx")])
+    assert res.exit_code == 2 and "not found" in res.output
+    (tmp_path / "m.pt").write_bytes(b"x")
+    res = runner.invoke(app, ["bench", str(tmp_path / "m.pt"), "--batch-sizes", "0"])
+    assert res.exit_code == 2
