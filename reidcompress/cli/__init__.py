@@ -30,7 +30,20 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module can import `app`-free helpers without cycles.
-    from reidcompress.cli import bench, data, evaluate, export, finetune, import_, info, methods, prune, train, verify
+    from reidcompress.cli import (
+        bench,
+        data,
+        demo,
+        evaluate,
+        export,
+        finetune,
+        import_,
+        info,
+        methods,
+        prune,
+        train,
+        verify,
+    )
 
     app.add_typer(data.app, name="data")
     app.command("import")(import_.import_cmd)
@@ -43,6 +56,7 @@ def _register() -> None:
     app.command("export")(export.export_cmd)
     app.command("verify")(verify.verify_cmd)
     app.command("bench")(bench.bench_cmd)
+    app.command("demo")(demo.demo_cmd)
 
 
 _register()

@@ -31,7 +31,7 @@ def _progress(disable: bool) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        disable=disable,
+        disable=disable or not _STDERR.is_terminal,
         transient=True,
         console=_STDERR,
     )
