@@ -13,7 +13,7 @@ from reidcompress.errors import InputError
 from reidcompress.export.onnx import export_onnx
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.verify.api import Tolerances, verify
-from reidcompress.verify.latency import LatencyStats, measure
+from reidcompress.verify.latency import LatencyStats, measure, measure_interleaved
 
 runner = CliRunner()
 
@@ -117,3 +117,23 @@ def test_measure_stops_at_the_time_budget() -> None:
     t = iter(range(0, 10_000))
     stats = measure(lambda: None, batch=1, warmup=0, runs=100, max_seconds=5, clock=lambda: float(next(t)))
     assert 3 <= stats.runs < 100
+
+
+def test_interleaved_timing_runs_models_in_turn() -> None:
+    now = [0.0]
+    order: list[str] = []
+
+    def work(name: str, cost: float):
+        def fn() -> None:
+            order.append(name)
+            now[0] += cost
+
+        return fn
+
+    stats = measure_interleaved(
+        {"a": work("a", 0.002), "b": work("b", 0.005)}, batch=2, warmup=1, runs=3, clock=lambda: now[0]
+    )
+    # Warm-up then timed rounds alternate a, b: load from elsewhere hits both models alike.
+    assert order == ["a", "b"] * 4
+    assert stats["a"].runs == stats["b"].runs == 3
+    assert stats["a"].p50_ms == pytest.approx(2.0) and stats["b"].p50_ms == pytest.approx(5.0)

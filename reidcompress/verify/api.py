@@ -22,7 +22,7 @@ from reidcompress.export.calibration import image_batches, sample_items
 from reidcompress.export.parity import compare_embeddings, embed_all
 from reidcompress.runtime.base import Embedder, load_embedder
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import embedder_latency
+from reidcompress.verify.latency import compare_latency
 
 __all__ = ["Tolerances", "Check", "ModelReport", "VerifyResult", "verify", "network_id"]
 
@@ -147,9 +147,21 @@ class _Settings:
 def _report(path: Path, role: str, s: _Settings) -> tuple[ModelReport, Embedder]:
     emb = load_embedder(path, device=s.device, threads=s.threads)
     metrics = evaluate_embedder(emb, s.dataset, cache=s.cache, **s.eval_kw)
-    latency = {str(b): embedder_latency(emb, b, runs=s.latency_runs).to_dict() for b in s.latency_batches}
     flops, params = _complexity(emb)
-    return ModelReport(str(path), role, emb.describe(), network_id(emb), flops, params, metrics, latency=latency), emb
+    return ModelReport(str(path), role, emb.describe(), network_id(emb), flops, params, metrics), emb
+
+
+def _latencies(reports: list[ModelReport], s: _Settings) -> None:
+    """Time every model together, interleaved, so a busy machine cannot favour one of them."""
+    embedders = {str(i): load_embedder(r.path, device=s.device, threads=s.threads) for i, r in enumerate(reports)}
+    try:
+        for b in s.latency_batches:
+            stats = compare_latency(embedders, b, runs=s.latency_runs)
+            for i, r in enumerate(reports):
+                r.latency[str(b)] = stats[str(i)].to_dict()
+    finally:
+        for emb in embedders.values():
+            emb.close()
 
 
 def verify(
@@ -192,6 +204,7 @@ def verify(
     ref_feats = embed_all(ref_emb, s.parity_images)
     ref_emb.close()
     reports = [_candidate(Path(c), ref, ref_feats, s, tol) for c in candidates]
+    _latencies([ref, *reports], s)
     return VerifyResult(ds.name, ref, reports, tol, environment(device, threads))
 
 

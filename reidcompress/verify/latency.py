@@ -16,7 +16,7 @@ import numpy as np
 from reidcompress.errors import InputError
 from reidcompress.runtime.base import Embedder
 
-__all__ = ["LatencyStats", "measure", "embedder_latency"]
+__all__ = ["LatencyStats", "measure", "measure_interleaved", "embedder_latency", "compare_latency"]
 
 Clock = Callable[[], float]
 
@@ -106,4 +106,61 @@ def embedder_latency(
         max_seconds=max_seconds,
         clock=clock,
         sync=_cuda_sync(embedder),
+    )
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    batch: int,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 60.0,
+    clock: Clock = time.perf_counter,
+    syncs: dict[str, Callable[[], None] | None] | None = None,
+) -> dict[str, LatencyStats]:
+    """Time several functions in round-robin, so load from elsewhere on the machine hits all alike.
+
+    Comparisons (pruned vs unpruned, ONNX vs PyTorch) stay fair on a shared machine where a
+    sequential measurement would credit one model with another's quiet minute.
+    """
+    if runs < 1 or warmup < 0:
+        raise InputError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    syncs = syncs or {}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = clock()
+    for i in range(runs):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            if sync := syncs.get(name):
+                sync()
+            times[name].append(clock() - t0)
+        if i >= 2 and clock() - start > max_seconds:
+            break
+    return {name: LatencyStats.from_times(batch, t) for name, t in times.items()}
+
+
+def compare_latency(
+    embedders: dict[str, Embedder],
+    batch: int,
+    *,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 60.0,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> dict[str, LatencyStats]:
+    """``embedder_latency`` for several models at once, interleaved (their input sizes may differ)."""
+    rng = np.random.default_rng(seed)
+    fns, syncs = {}, {}
+    for name, emb in embedders.items():
+        x = rng.random((batch, 3, *emb.input_size), dtype=np.float32)
+        fns[name] = lambda emb=emb, x=x: emb.embed(x)
+        syncs[name] = _cuda_sync(emb)
+    return measure_interleaved(
+        fns, batch=batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs
     )
