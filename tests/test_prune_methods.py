@@ -18,9 +18,9 @@ from reidcompress.prune.engine import apply_plan
 from reidcompress.prune.registry import get_method, list_methods
 from reidcompress.prune.strategies.soft import SoftPruning, exponential_schedule
 
-WEIGHT_ONLY = ["hao_li", "fpgm"]
-DATA_DRIVEN = ["molchanov", "entropy"]
-TRAINING = ["fpgm_soft", "auto_balanced", "psfp"]
+WEIGHT_ONLY = ["hao_li", "fpgm", "redundant_channels"]
+DATA_DRIVEN = ["molchanov", "entropy", "thinet", "channel_pruning"]
+TRAINING = ["fpgm_soft", "auto_balanced", "psfp", "afp", "play_and_prune"]
 
 
 @pytest.fixture
