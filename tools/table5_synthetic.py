@@ -4,7 +4,8 @@ Trains a small ReID network on a synthetic Market-1501-style dataset (``reidcomp
 then, from that same baseline, prunes with each method to ``--target-flops`` of its FLOPs and trains
 for the same post-pruning budget of ``--epochs`` epochs (one-shot methods: fine-tuning; soft and
 progressive methods: their pruning epochs; auto-balanced: two thirds regularised training, one third
-fine-tuning after removal). Writes a Markdown table (params, FLOPs, rank-1, mAP) and the command.
+fine-tuning after removal; afp/play_and_prune: at most one epoch per controller step, the epochs its
+controller leaves unused as fine-tuning). Writes a Markdown table (params, FLOPs, rank-1, mAP) and the command.
 
     PYTHONPATH=$PWD python tools/table5_synthetic.py --work runs/table5 --doc docs/table5_synthetic.md
 
@@ -107,7 +108,8 @@ def prune_one(
 
     Every method gets ``--epochs`` epochs after the baseline: one-shot methods (weights, data-driven,
     reconstruction) prune first and fine-tune them all; training-time methods prune during them
-    (auto-balanced: two thirds regularised, one third fine-tuning after removal).
+    (auto-balanced: two thirds regularised, one third fine-tuning after removal; the accuracy-controlled
+    methods: one epoch per controller step, then what their controller left of the budget as fine-tuning).
     """
     torch.manual_seed(args.seed)
     model = copy.deepcopy(base)
@@ -121,6 +123,8 @@ def prune_one(
     tail = args.epochs // 3 if spec.strategy == "regularised" else (0 if spec.needs_training else args.epochs)
     own = args.epochs - tail if spec.needs_training else 0
     record = prune_model(model, method, PruneOptions(**common, epochs=own), prune_data)
+    if "controller" in record:
+        tail = own - len(record["controller"]["trials"])
     before = metrics(model, data, args.device) if tail else None
     if tail:
         prune_data.fit(model, tail)
@@ -181,7 +185,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, command: str)
         f"- pruning: `--target-flops {args.target_flops} --round-to {args.round_to} --scope {args.scope} "
         f"{'--residual' if args.residual else '--no-residual'}`, then {args.epochs} epochs per method "
         f"(lr {args.finetune_lr}): fine-tuning for one-shot methods, soft-pruning epochs for `psfp`/`fpgm_soft`, "
-        f"{args.epochs - args.epochs // 3} regularised + {args.epochs // 3} fine-tuning epochs for `auto_balanced`",
+        f"{args.epochs - args.epochs // 3} regularised + {args.epochs // 3} fine-tuning epochs for `auto_balanced`, "
+        "one epoch per controller step and the rest as fine-tuning for `afp`/`play_and_prune`",
         "- FLOPs: `torch.utils.flop_counter` (2 per multiply-add), batch 1; params exclude the ID classifier",
         "",
         "| network | params (M) | MFLOPs | FLOPs ratio | channels removed | rank-1 before FT | mAP before FT "

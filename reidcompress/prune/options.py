@@ -23,7 +23,8 @@ class PruneOptions:
         residual: also prune the residual-stream channels (coupled across a stage's blocks).
         steps: one-shot criteria: reach the target in this many increments.
         finetune_epochs: fine-tuning epochs after each pruning step (and after training-time methods).
-        epochs: training epochs of the training-time methods.
+        epochs: training epochs of the training-time methods (``afp``/``play_and_prune``: the most
+            controller steps, one epoch each).
         calib_batches: calibration batches for data-driven criteria.
         decay: ``progressive`` strategy: how fast the rate approaches the target (exponential schedule).
         weak_scale: ``regularised`` strategy: the magnitude the weak channels are driven to by the end

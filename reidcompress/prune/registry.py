@@ -1,9 +1,8 @@
-"""Pruning methods: a plain dict of MethodSpec, one entry per method of the survey's Table 5 (and FPGM).
+"""Pruning methods: a plain dict of MethodSpec, one entry per method the survey names (and FPGM).
 
-A method pairs a criterion (which channels matter least) with a strategy (when and how they go). More
-methods (ThiNet, Channel Pruning, Redundant Channels, Play-and-Prune, AFP...) register the same way:
-a criterion file under ``criteria/``, a strategy under ``strategies/`` if a new one is needed, and a
-``@register_method(name, ...)`` factory that builds the criterion.
+A method pairs a criterion (which channels matter least) with a strategy (when and how they go). A new
+method registers the same way: a criterion file under ``criteria/``, a strategy under ``strategies/`` if
+a new one is needed, and a ``@register_method(name, ...)`` factory that builds the criterion.
 """
 
 from __future__ import annotations
