@@ -65,8 +65,8 @@ def gather_patches(x: torch.Tensor, conv: nn.Conv2d, pos: Positions) -> torch.Te
 
     The column order (channel, then kernel row and column) is that of ``conv.weight.flatten(1)``.
     """
-    if conv.groups != 1:
-        raise MethodError("reconstruction supports ungrouped convolutions only")
+    if conv.groups != 1 or isinstance(conv.padding, str):
+        raise MethodError("reconstruction supports ungrouped convolutions with numeric padding only")
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     b, oy, ox = (t.to(x.device) for t in pos)
     xp = F.pad(x, (pw, pw, ph, ph))

@@ -16,7 +16,7 @@ the same way. Then the network is walked block by block, in forward order, on ca
 At the end the selected channels are removed by the dependency-graph surgery (which leaves the
 function unchanged: their weights are already zero). Only the activations at the current block's
 input are held, for both networks: about 2 GB for ResNet50 at 256x128 with the default 8 x 64
-calibration images (layer1), much less further on. Everything runs on the model's device.
+calibration images (layer1's outputs), half that from layer2 on. Everything runs on the model's device.
 
 With ``--residual``, a residual-stream group's consumers span a whole stage and the next one, so it
 cannot be selected layer by layer: its channels are chosen up front by their contribution to all its
@@ -110,8 +110,11 @@ class _Pass:
         self.names = {m: n for n, m in model.named_modules()}
         self.generator = torch.Generator().manual_seed(0)
 
-    def targets(self, block: nn.Module, consumers: list[str], frontier: list[torch.Tensor]) -> tuple[Any, ...]:
-        """The original block's outputs, and each consumer's sampled positions and outputs per batch."""
+    def targets(
+        self, block: nn.Module, consumers: list[str], frontier: list[torch.Tensor]
+    ) -> tuple[dict[str, list[Positions]], dict[str, list[torch.Tensor]]]:
+        """Each consumer's sampled positions and original outputs per batch; ``frontier`` is advanced in
+        place to the original block's outputs."""
         pos: dict[str, list[Positions]] = {c: [] for c in consumers}
         ys: dict[str, list[torch.Tensor]] = {c: [] for c in consumers}
 
@@ -124,13 +127,22 @@ class _Pass:
         local = {block.get_submodule(c): c for c in consumers}
         handles = [m.register_forward_hook(hook) for m in local]
         try:
-            outputs = [block(x) for x in frontier]
+            _advance(block, frontier)
         finally:
             for h in handles:
                 h.remove()
-        return outputs, pos, ys
+        return pos, ys
 
-    def refit(self, block: nn.Module, prefix: str, name: str, frontier: list[torch.Tensor], pos: Any, ys: Any) -> None:
+    def refit(
+        self,
+        block: nn.Module,
+        prefix: str,
+        name: str,
+        frontier: list[torch.Tensor],
+        pos: dict[str, list[Positions]],
+        ys: dict[str, list[torch.Tensor]],
+    ) -> None:
+        """Select the channels ``name`` reads (unless fixed up front), refit it, fold the intercept."""
         conv = block.get_submodule(name)
         assert isinstance(conv, nn.Conv2d)
         full = f"{prefix}.{name}"
@@ -153,19 +165,23 @@ class _Pass:
             bn.running_mean -= intercept.to(bn.running_mean)
 
 
+def _advance(block: nn.Module, frontier: list[torch.Tensor]) -> None:
+    """Replace each batch by the block's output, one at a time: only one extra batch is ever held."""
+    for i, x in enumerate(frontier):
+        frontier[i] = block(x)
+
+
 @torch.no_grad()
 def _reconstruct_block(
     walk: _Pass, block: nn.Module, original: nn.Module, current: list[torch.Tensor], reference: list[torch.Tensor]
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Select and refit every consumer of ``block`` in forward order; returns both networks' block outputs."""
+) -> None:
+    """Select and refit every consumer of ``block`` in forward order, then advance both networks' inputs."""
     prefix = walk.names[block]
     consumers = [n for n, m in block.named_modules() if isinstance(m, nn.Conv2d) and f"{prefix}.{n}" in walk.owner]
-    if not consumers:
-        return [block(x) for x in current], [original(x) for x in reference]
-    reference_out, pos, ys = walk.targets(original, consumers, reference)
+    pos, ys = walk.targets(original, consumers, reference)
     for name in consumers:
         walk.refit(block, prefix, name, current, pos, ys)
-    return [block(x) for x in current], reference_out
+    _advance(block, current)
 
 
 def _stem(model: ReIDNet, images: torch.Tensor) -> torch.Tensor:
@@ -209,7 +225,7 @@ def run_reconstruction(
         reference = [_stem(original, x) for x in images]
         del images
         for block, ref_block in zip(blocks(model), blocks(original), strict=True):
-            current, reference = _reconstruct_block(walk, block, ref_block, current, reference)
+            _reconstruct_block(walk, block, ref_block, current, reference)
     del current, reference, original
     apply_plan(model, plan)
     model.train(was_training)
