@@ -214,7 +214,8 @@ def run_reconstruction(
     was_training = model.training
     model.eval()
     original = copy.deepcopy(model)
-    zero_channels(model, build_graph(model), plan)
+    if plan:
+        zero_channels(model, build_graph(model), plan)
     device = next(model.parameters()).device
     images = [b[0].to(device) for b in data.calibration_batches(model.config.input_size, options.calib_batches)]
     if not images:
