@@ -43,15 +43,17 @@ def test_held_out_identities_are_disjoint_from_training_and_form_a_query_gallery
 def test_the_controller_raises_the_rate_backs_off_and_always_lands_the_budget(
     tiny_model: ReIDNet, synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Held-out mAP of: the unpruned model, then each trial. Tolerance 2 points: 49 and 48.5 pass, 40 fails,
-    # and the last trial goes to the full budget whatever its accuracy.
+    # Held-out mAP of: the unpruned model, then each trial. Tolerance 2 points: 49 and 48.5 pass, 40 fails
+    # (its step, faster than the 4 trials need, is dropped), and the last trial goes to the full budget
+    # whatever its accuracy. Trial 3 steps 0.375, the pace that two trials left need.
     scripted = iter([50.0, 49.0, 40.0, 48.5, 30.0])
     monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: next(scripted))
     options = PruneOptions(target_flops=0.5, round_to=1, epochs=4, accuracy_tolerance=2.0)
     record = prune_model(tiny_model, "afp", options, synth_data)
     trials = record["controller"]["trials"]
-    assert [t["progress"] for t in trials] == [0.25, 0.75, 0.5, 1.0]
+    assert [t["progress"] for t in trials] == [0.25, 0.75, 0.625, 1.0]
     assert [t["accepted"] for t in trials] == [True, False, True, True]
+    assert [t["forced"] for t in trials] == [False, False, False, True]
     flops = [t["flops_ratio"] for t in trials]
     assert flops[0] > flops[2] > flops[3] and flops[1] < flops[2]
     assert record["target_met"] and record["flops_ratio"] == pytest.approx(flops[3])
@@ -76,3 +78,20 @@ def test_shrink_silences_the_planned_channels_during_an_epoch(tiny_model: ReIDNe
     strong = sorted(set(range(bn.num_features)) - set(weak))
     with torch.no_grad():
         assert bn.weight[weak].abs().max() < 0.05 < bn.weight[strong].abs().min()
+
+
+def test_trials_train_the_checkpoints_own_classifier_rows_and_it_keeps_every_identity(
+    synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reidcompress.models.reid import ReIDConfig
+
+    monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: 50.0)
+    model = ReIDNet(ReIDConfig(arch="tiny", num_classes=synth_data.num_pids, input_size=(64, 32)))
+    before = model.classifier.weight.detach().clone()
+    held = sorted({it.pid for it in synth_data.split_identities(0.2)[1].query})
+    record = prune_model(model, "afp", PruneOptions(rate=0.5, round_to=1, epochs=1), synth_data)
+    assert record["controller"]["trials"][0]["accepted"]
+    after = model.classifier.weight.detach()
+    trained = sorted(set(range(synth_data.num_pids)) - set(held))
+    assert after.shape == before.shape
+    assert torch.equal(after[held], before[held]) and not torch.allclose(after[trained], before[trained])
