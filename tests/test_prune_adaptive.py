@@ -63,7 +63,7 @@ def test_the_controller_stops_early_once_the_budget_is_reached(
     tiny_model: ReIDNet, synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: 50.0)
-    options = PruneOptions(rate=0.5, round_to=1, epochs=10, accuracy_tolerance=1.0)
+    options = PruneOptions(rate=0.5, round_to=1, epochs=4, accuracy_tolerance=1.0)
     record = prune_model(tiny_model, "play_and_prune", options, synth_data)
     assert [t["progress"] for t in record["controller"]["trials"]] == [0.25, 0.75, 1.0]
     assert max(record["group_rates"].values()) > 0

@@ -18,8 +18,10 @@ accuracy is the ReID mAP on identities held out from the training split (never t
   than the pace that still reaches the full ``--rate``/``--target-flops`` with the trials left, and a
   step at that pace is kept whatever its accuracy (``forced`` in its record), so the result always
   lands on the budget. What the accuracy constraint decides is the path: how much faster than that
-  pace the rate rises, and so how much recovery training the network gets between steps. Every trial
-  is recorded (``controller`` in the pruning record).
+  pace the rate rises, and so how much recovery training the network gets between steps. Epochs the
+  steps leave unused when the budget is reached early fine-tune the result on all the identities, so
+  ``--epochs`` is the method's whole training budget either way. Every trial is recorded
+  (``controller`` in the pruning record).
 
 ``afp``'s step is a one-shot removal by the criterion (filter L1 norm, the paper's) at ``--scope``;
 ``play_and_prune`` plugs its regularised step into the same controller (``strategies.play_and_prune``).
@@ -166,8 +168,10 @@ def run_controlled(
             break
     _restore_classifier(model, saved)
     model.meta["controller"] = {"heldout_mAP_before": reference, "floor": floor, "trials": trials}
-    if options.finetune_epochs:
-        data.fit(model, options.finetune_epochs)
+    # --epochs is the method's training budget: what the steps did not use fine-tunes the result.
+    tail = options.epochs - len(trials) + options.finetune_epochs
+    if tail:
+        data.fit(model, tail)
     return first
 
 
