@@ -13,7 +13,7 @@ import torch
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.survey import runs, table5_markdown
-from reidcompress.survey.runs import Setup, pretrained_checkpoint, split_budget
+from reidcompress.survey.runs import Overrides, Setup, pretrained_checkpoint, split_budget
 from reidcompress.train import engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +84,13 @@ def test_scenarios_end_to_end_then_resume(tmp_path, synth_root, synth_target_roo
     assert [(r["scenario"], r["method"]) for r in rows] == [
         ("reference", "-"),
         ("reference", "-"),
+        ("reference", "-"),
         ("a", "hao_li"),
         ("b", "hao_li"),
         ("c", "psfp"),
     ]
-    a, b, c = rows[2:]
-    assert [r["target_epochs"] for r in rows] == [0, 1, 1, 2, 1]
+    a, b, c = rows[3:]
+    assert [r["target_epochs"] for r in rows] == [0, 1, 2, 1, 2, 1]
     for r in (a, b, c):
         assert abs(r["flops_ratio"] - 0.5) <= 0.02 * 0.5
     assert a["before"] is not None and b["before"] is not None and c["before"] is None
@@ -180,7 +181,7 @@ def test_budget_split_and_recipe_fallback() -> None:
     assert split_budget("hao_li", 15) == (0, 15)
     assert split_budget("psfp", 15) == (15, 0)
     assert split_budget("auto_balanced", 15) == (10, 5)
-    setup = Setup.make("tiny", input_size=(64, 32), finetune_epochs=6)
+    setup = Setup.make("tiny", changes=Overrides(input_size=(64, 32), finetune_epochs=6))
     assert setup.recipe.endswith("resnet50.json") and setup.model["input_size"] == (64, 32)
     assert setup.train["epochs"] == 120 and setup.finetune["epochs"] == 6 and setup.finetune["milestones"] == [3, 5]
     assert setup.prune == {"target_flops": 0.5, "scope": "local", "round_to": 8, "residual": False}
@@ -192,7 +193,7 @@ def test_torchvision_weights_are_imported_as_the_trunk(tmp_path) -> None:
     init = pretrained_checkpoint("tiny", tmp_path / "tiny-imagenet.pth", tmp_path / "work")
     assert init.checkpoint is not None and init.checkpoint.parent == tmp_path / "work" / "pretrained"
     assert "ImageNet trunk" in init.describe() and init.sha256
-    model = Setup.make("tiny", input_size=(64, 32)).build(7, init.checkpoint)
+    model = Setup.make("tiny", changes=Overrides(input_size=(64, 32))).build(7, init.checkpoint)
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in trunk.items())
     assert pretrained_checkpoint("tiny", init.checkpoint, tmp_path / "w2").checkpoint == init.checkpoint
     assert pretrained_checkpoint("tiny", None, tmp_path).describe() == "tiny: random init (no ImageNet weights given)"

@@ -20,15 +20,7 @@ from pathlib import Path
 
 from reidcompress.prune import list_methods
 from reidcompress.survey import BENCHMARKS, SURVEY_METHODS, Table5Config, run_table5, table5_markdown
-from reidcompress.survey._tool import (
-    add_training_options,
-    command_line,
-    overrides,
-    pairs,
-    run_tool,
-    save_json,
-    write_report,
-)
+from reidcompress.survey._tool import add_training_options, command_line, overrides, pairs, publish, run_tool
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -69,12 +61,9 @@ def config(args: argparse.Namespace) -> Table5Config:
         methods=tuple(dict.fromkeys([*args.methods, *args.extra_methods])),
         recipes=pairs(args.recipe, "--recipe"),
         pretrained={a: Path(p) for a, p in pairs(args.pretrained, "--pretrained").items()},
-        input_size=args.input_size,
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
+        changes=overrides(args),
         control=args.control,
         device=args.device,
-        **overrides(args),
     )
 
 
@@ -113,12 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = parse(argv)
         result = run_table5(config(args))
-        doc = args.doc or args.work / "TABLE5.md"
-        body = table5_markdown(result)
-        save_json(args.work / "table5.json", result)
-        write_report(doc, "Table 5, reproduced", intro(result), body, command_line("tools/reproduce_table5.py", argv))
-        print("\n".join(body))
-        print(f"wrote {doc} and {args.work / 'table5.json'}", file=sys.stderr)
+        command = command_line("tools/reproduce_table5.py", argv)
+        doc, body = args.doc or args.work / "TABLE5.md", table5_markdown(result)
+        publish(result, args.work / "table5.json", doc, "Table 5, reproduced", intro(result), body, command)
         return 0
 
     return run_tool(go)

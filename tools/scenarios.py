@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from reidcompress.survey import ScenarioConfig, run_scenarios, scenarios_markdown
-from reidcompress.survey._tool import add_training_options, command_line, overrides, run_tool, save_json, write_report
+from reidcompress.survey._tool import add_training_options, command_line, overrides, publish, run_tool
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,14 +48,11 @@ def config(args: argparse.Namespace) -> ScenarioConfig:
         arch=args.arch,
         recipe=args.recipe,
         pretrained=args.pretrained,
-        input_size=args.input_size,
-        source_epochs=args.epochs,
         target_epochs=args.target_epochs,
-        epochs=args.finetune_epochs,
         methods=tuple(args.methods),
         training_methods=tuple(args.training_methods),
         device=args.device,
-        **overrides(args),
+        changes=overrides(args),
     )
 
 
@@ -83,13 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         args = parse(argv)
         result = run_scenarios(config(args))
-        doc = args.doc or args.work / "SCENARIOS.md"
-        body = scenarios_markdown(result)
-        save_json(args.work / "scenarios.json", result)
         command = command_line("tools/scenarios.py", argv)
-        write_report(doc, "Pruning scenarios across domains", intro(result), body, command)
-        print("\n".join(body))
-        print(f"wrote {doc} and {args.work / 'scenarios.json'}", file=sys.stderr)
+        doc, body = args.doc or args.work / "SCENARIOS.md", scenarios_markdown(result)
+        title = "Pruning scenarios across domains"
+        publish(result, args.work / "scenarios.json", doc, title, intro(result), body, command)
         return 0
 
     return run_tool(go)

@@ -21,7 +21,7 @@ from pathlib import Path
 from reidcompress.cli._common import parse_size
 from reidcompress.data.synth import synthesize
 from reidcompress.prune import list_methods
-from reidcompress.survey import Table5Config, run_table5, table5_markdown
+from reidcompress.survey import Overrides, Table5Config, run_table5, table5_markdown
 from reidcompress.survey._tool import command_line, run_tool, write_report
 
 
@@ -42,17 +42,14 @@ def config(args: argparse.Namespace, root: Path) -> Table5Config:
         archs=(args.arch,),
         prune_arch=args.arch,
         methods=tuple(args.methods),
-        input_size=tuple(args.size),
-        epochs=args.baseline_epochs,
-        finetune_epochs=args.epochs,
-        train_overrides={**common, "lr": args.lr},
-        finetune_overrides={**common, "lr": args.finetune_lr},
-        prune_overrides={
-            "target_flops": args.target_flops,
-            "round_to": args.round_to,
-            "scope": args.scope,
-            "residual": args.residual,
-        },
+        changes=Overrides(
+            input_size=tuple(args.size),
+            train_epochs=args.baseline_epochs,
+            finetune_epochs=args.epochs,
+            train={**common, "lr": args.lr},
+            finetune={**common, "lr": args.finetune_lr},
+            prune={k: getattr(args, k) for k in ("target_flops", "round_to", "scope", "residual")},
+        ),
         control=True,
         device=args.device,
     )

@@ -15,8 +15,9 @@ from reidcompress._io import atomic_write_text
 from reidcompress.cli._common import parse_size
 from reidcompress.cli._train_options import parse_set
 from reidcompress.errors import InputError, ReidCompressError
+from reidcompress.survey.runs import Overrides
 
-__all__ = ["add_training_options", "overrides", "pairs", "run_tool", "write_report", "save_json", "command_line"]
+__all__ = ["add_training_options", "overrides", "pairs", "run_tool", "write_report", "publish", "command_line"]
 
 
 def add_training_options(ap: argparse.ArgumentParser) -> None:
@@ -38,15 +39,18 @@ def add_training_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """``train_overrides``, ``finetune_overrides`` and ``prune_overrides`` from the parsed options."""
+def overrides(args: argparse.Namespace) -> Overrides:
+    """What the parsed options change in the recipes."""
     common = {k: getattr(args, k) for k in ("lr", "num_workers", "seed") if getattr(args, k) is not None}
     prune = {k: getattr(args, k) for k in ("target_flops", "round_to", "scope", "residual")}
-    return {
-        "train_overrides": {**common, **parse_set(args.train_set)},
-        "finetune_overrides": {**common, **parse_set(args.finetune_set)},
-        "prune_overrides": {k: v for k, v in prune.items() if v is not None},
-    }
+    return Overrides(
+        input_size=args.input_size,
+        train_epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        train={**common, **parse_set(args.train_set)},
+        finetune={**common, **parse_set(args.finetune_set)},
+        prune={k: v for k, v in prune.items() if v is not None},
+    )
 
 
 def pairs(items: Sequence[str] | None, what: str) -> dict[str, str]:
@@ -71,8 +75,20 @@ def write_report(doc: Path, title: str, intro: Sequence[str], body: Sequence[str
     return atomic_write_text(doc, "\n".join(lines))
 
 
-def save_json(path: Path, result: Mapping[str, Any]) -> Path:
-    return atomic_write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+def publish(
+    result: Mapping[str, Any],
+    json_path: Path,
+    doc: Path,
+    title: str,
+    intro: Sequence[str],
+    body: Sequence[str],
+    command: str,
+) -> None:
+    """A tool's outputs: the result as JSON, the report, and the tables on stdout."""
+    atomic_write_text(json_path, json.dumps(result, indent=2, default=str) + "\n")
+    write_report(doc, title, intro, body, command)
+    print("\n".join(body))
+    print(f"wrote {doc} and {json_path}", file=sys.stderr)
 
 
 def run_tool(main: Callable[[], int]) -> int:

@@ -3,7 +3,8 @@ and pruning a checkpoint to a FLOPs target followed by a post-pruning training b
 
 Every model and every metric row is a stage of :class:`~reidcompress.demo.stages.StageRunner` (the
 demo's): it is persisted as it finishes and reused on the next run while its settings, and those of the
-stages it builds on, are unchanged. An interrupted training run continues from its last epoch.
+stages it builds on, are unchanged. An interrupted training or fine-tuning run continues from its last
+epoch; training-time pruning (psfp, auto_balanced) runs inside one pruning call and starts again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from reidcompress.train.engine import RunPaths, train
 from reidcompress.train.pretrained import build_model
 
 __all__ = [
+    "Overrides",
     "Setup",
     "Run",
     "Initialisation",
@@ -50,6 +52,24 @@ __all__ = [
 METRICS = ("rank1", "mAP", "mINP")
 # Fields of a training config that say nothing about what a method trains (its own epochs scale the schedule).
 _LENGTH_FIELDS = ("epochs", "warmup_epochs", "milestones", "eval_every", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a run changes in the recipes; None or empty keeps the recipe's.
+
+    Attributes:
+        input_size: (height, width).
+        train_epochs, finetune_epochs: the ``train`` / ``finetune`` sections' epochs (schedules scale with them).
+        train, finetune: TrainConfig fields; prune: PruneOptions fields.
+    """
+
+    input_size: tuple[int, int] | None = None
+    train_epochs: int | None = None
+    finetune_epochs: int | None = None
+    train: Mapping[str, Any] = field(default_factory=dict)
+    finetune: Mapping[str, Any] = field(default_factory=dict)
+    prune: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,32 +92,15 @@ class Setup:
     prune: Mapping[str, Any]
 
     @classmethod
-    def make(
-        cls,
-        arch: str,
-        recipe: str | os.PathLike[str] | None = None,
-        *,
-        input_size: tuple[int, int] | None = None,
-        train_epochs: int | None = None,
-        finetune_epochs: int | None = None,
-        train_overrides: Mapping[str, Any] | None = None,
-        finetune_overrides: Mapping[str, Any] | None = None,
-        prune_overrides: Mapping[str, Any] | None = None,
-    ) -> Setup:
+    def make(cls, arch: str, recipe: str | os.PathLike[str] | None = None, changes: Overrides | None = None) -> Setup:
         """The architecture's own recipe (``models/ARCH.json``), else resnet50's: the survey's main network."""
+        over = changes or Overrides()
         rec: Recipe = load_recipe(recipe or (arch if arch in list_recipes() else "resnet50"))
         model = {"input_size": (256, 128), "last_stride": 1, "pooling": "avg"}
         model.update({k: v for k, v in rec.model.items() if k != "arch"})
-        if input_size is not None:
-            model["input_size"] = input_size
-        model["input_size"] = tuple(int(v) for v in model["input_size"])
-
-        def section(base: Mapping[str, Any], epochs: int | None, over: Mapping[str, Any] | None) -> dict[str, Any]:
-            # The recipe's schedule scaled to the epochs asked for, then the explicit overrides.
-            return TrainConfig.from_recipe(base, epochs, **(over or {})).to_dict()
-
+        model["input_size"] = tuple(int(v) for v in over.input_size or model["input_size"])
         prune = {k: v for k, v in rec.prune.items() if k != "method"}
-        prune.update({k: v for k, v in (prune_overrides or {}).items() if v is not None})
+        prune.update({k: v for k, v in over.prune.items() if v is not None})
         unknown = sorted(set(prune) - {f.name for f in dataclasses.fields(PruneOptions)})
         if unknown:
             raise InputError(f"{rec.path}: unknown prune options {unknown}")
@@ -105,8 +108,9 @@ class Setup:
             arch=arch,
             recipe=str(rec.path),
             model=model,
-            train=section(rec.train, train_epochs, train_overrides),
-            finetune=section(rec.finetune, finetune_epochs, finetune_overrides),
+            # The recipe's schedules scaled to the epochs asked for, then the explicit overrides.
+            train=TrainConfig.from_recipe(rec.train, over.train_epochs, **over.train).to_dict(),
+            finetune=TrainConfig.from_recipe(rec.finetune, over.finetune_epochs, **over.finetune).to_dict(),
             prune=prune,
         )
 

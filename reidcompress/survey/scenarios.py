@@ -9,8 +9,9 @@ where and when pruning happens:
 - (c) prune while fine-tuning on the target: training-time methods (PSFP, Auto-Balanced) started from
   the source model, their pruning epochs being the target fine-tuning.
 
-Every pruned model gets the same post-pruning budget (``epochs``) on the target; reference rows are
-the unpruned source model on the target and the source model fine-tuned on the target.
+Every pruned model gets the same post-pruning budget (``epochs``) on the target. Reference rows, all
+unpruned: the source model on the target, the source model fine-tuned on the target (the counterpart of
+(a) and (c)), and that model fine-tuned for ``epochs`` more (the counterpart of (b)).
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from reidcompress.data.datasets import load_dataset
 from reidcompress.errors import MethodError
 from reidcompress.models.checkpoint import load_model
 from reidcompress.prune import get_method
-from reidcompress.survey.runs import Run, Setup, fmt, pretrained_checkpoint, pruned_row, split_budget, trained_model
+from reidcompress.survey.runs import (
+    Overrides,
+    Run,
+    Setup,
+    fmt,
+    pretrained_checkpoint,
+    pruned_row,
+    split_budget,
+    trained_model,
+)
 
 __all__ = ["ScenarioConfig", "SCENARIOS", "run_scenarios", "scenarios_markdown"]
 
@@ -48,13 +58,11 @@ class ScenarioConfig:
         source, target: (root, ``load_dataset`` layout) of each domain.
         arch, recipe, pretrained: the network, its recipe (default: its own, else resnet50's) and
             ImageNet weights for its trunk (random init without).
-        input_size: overrides the recipe's.
-        source_epochs: training on the source (default: the recipe's ``train`` epochs).
         target_epochs: fine-tuning the unpruned model on the target, also scenario (b)'s first step
-            (default: the recipe's ``finetune`` epochs).
-        epochs: the post-pruning budget on the target (default: the recipe's ``finetune`` epochs).
+            (default: the post-pruning budget).
         methods: scenarios (a) and (b); training_methods: scenario (c) (each must prune while training).
-        train_overrides, finetune_overrides, prune_overrides: TrainConfig / PruneOptions fields.
+        changes: what the run changes in the recipe: ``train_epochs`` are the source training's,
+            ``finetune_epochs`` the post-pruning budget on the target (default: the recipe's).
         device: auto | cpu | cuda[:N].
     """
 
@@ -64,15 +72,10 @@ class ScenarioConfig:
     arch: str = "resnet50"
     recipe: str | os.PathLike[str] | None = None
     pretrained: Path | None = None
-    input_size: tuple[int, int] | None = None
-    source_epochs: int | None = None
     target_epochs: int | None = None
-    epochs: int | None = None
     methods: tuple[str, ...] = ("hao_li", "molchanov", "entropy")
     training_methods: tuple[str, ...] = ("psfp", "auto_balanced")
-    train_overrides: Mapping[str, Any] = field(default_factory=dict)
-    finetune_overrides: Mapping[str, Any] = field(default_factory=dict)
-    prune_overrides: Mapping[str, Any] = field(default_factory=dict)
+    changes: Overrides = field(default_factory=Overrides)
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -91,16 +94,7 @@ def run_scenarios(cfg: ScenarioConfig, console: Console | None = None, progress:
         "flops_ratio", "target_epochs", "before", "after"}`` with metrics on the target; ``source``:
         the source model on its own domain; ``setup``, ``init``, ``epochs``.
     """
-    setup = Setup.make(
-        cfg.arch,
-        cfg.recipe,
-        input_size=cfg.input_size,
-        train_epochs=cfg.source_epochs,
-        finetune_epochs=cfg.epochs,
-        train_overrides=cfg.train_overrides,
-        finetune_overrides=cfg.finetune_overrides,
-        prune_overrides=cfg.prune_overrides,
-    )
+    setup = Setup.make(cfg.arch, cfg.recipe, cfg.changes)
     setup.check_methods((*cfg.methods, *cfg.training_methods))
     src, tgt = load_dataset(*cfg.source), load_dataset(*cfg.target)
     init = pretrained_checkpoint(cfg.arch, cfg.pretrained, Path(cfg.work))
@@ -132,11 +126,22 @@ def run_scenarios(cfg: ScenarioConfig, console: Console | None = None, progress:
         run.work / "finetuned.pt",
         new_ids=True,
     )
+    finetune_on = (tgt, functools.partial(setup.finetune_config, dataset=tgt))
+    # Scenario (b)'s unpruned counterpart: as many target epochs, the same two fine-tuning runs.
+    longer = trained_model(
+        run,
+        f"fine-tune on the target, {epochs} more epochs",
+        {"base": tuned["key"]},
+        functools.partial(load_model, tuned["checkpoint"]),
+        tgt,
+        finetune_on[1](epochs),
+        run.work / "finetuned-longer.pt",
+    )
     rows = [
         _reference("source model, not trained on the target", source, 0, on_target["metrics"]),
         _reference("source model fine-tuned on the target, unpruned", tuned, target_epochs, tuned["metrics"]),
+        _reference(f"the same, {epochs} more epochs, unpruned", longer, target_epochs + epochs, longer["metrics"]),
     ]
-    finetune_on = (tgt, functools.partial(setup.finetune_config, dataset=tgt))
     on_source, on_tgt = (src, setup.prune_data(src, run.device)), (tgt, setup.prune_data(tgt, run.device))
     options = setup.prune_options()
     plans = [("a", m, source, on_source, (split_budget(m, epochs)[0], epochs), 0) for m in cfg.methods]

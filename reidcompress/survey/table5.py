@@ -25,6 +25,7 @@ from reidcompress.prune import get_method
 from reidcompress.survey.reference import BENCHMARKS, SURVEY_METHODS, TABLE5, survey_row
 from reidcompress.survey.runs import (
     Initialisation,
+    Overrides,
     Run,
     Setup,
     fmt,
@@ -50,8 +51,7 @@ class Table5Config:
         methods: registered pruning methods, one row each.
         recipes: architecture -> recipe name or file (default: its own, else resnet50's).
         pretrained: architecture -> ImageNet weights (reidcompress or torchvision checkpoint).
-        input_size, epochs, finetune_epochs: override the recipes' (to scale the run down).
-        train_overrides, finetune_overrides, prune_overrides: TrainConfig / PruneOptions fields.
+        changes: what the run changes in the recipes (input size, epochs... to scale it down).
         control: add the pruned architecture's baseline trained for the fine-tuning epochs, unpruned.
         device: auto | cpu | cuda[:N].
     """
@@ -63,12 +63,7 @@ class Table5Config:
     methods: tuple[str, ...] = SURVEY_METHODS
     recipes: Mapping[str, str | os.PathLike[str]] = field(default_factory=dict)
     pretrained: Mapping[str, Path] = field(default_factory=dict)
-    input_size: tuple[int, int] | None = None
-    epochs: int | None = None
-    finetune_epochs: int | None = None
-    train_overrides: Mapping[str, Any] = field(default_factory=dict)
-    finetune_overrides: Mapping[str, Any] = field(default_factory=dict)
-    prune_overrides: Mapping[str, Any] = field(default_factory=dict)
+    changes: Overrides = field(default_factory=Overrides)
     control: bool = False
     device: str = "auto"
 
@@ -86,16 +81,7 @@ class Table5Config:
         return tuple(dict.fromkeys((*self.archs, self.prune_arch)))
 
     def setup(self, arch: str) -> Setup:
-        return Setup.make(
-            arch,
-            self.recipes.get(arch),
-            input_size=self.input_size,
-            train_epochs=self.epochs,
-            finetune_epochs=self.finetune_epochs,
-            train_overrides=self.train_overrides,
-            finetune_overrides=self.finetune_overrides,
-            prune_overrides=self.prune_overrides,
-        )
+        return Setup.make(arch, self.recipes.get(arch), self.changes)
 
 
 def run_table5(cfg: Table5Config, console: Console | None = None, progress: bool = True) -> dict[str, Any]:
