@@ -228,7 +228,6 @@ def test_table5_full_matrix_on_three_benchmark_layouts(tmp_path, synth_root, mon
     assert capsys.readouterr().out == first.out
 
 
-@pytest.mark.slow
 def test_table5_synthetic_tool(tmp_path) -> None:
     work, doc = tmp_path / "t5", tmp_path / "t5.md"
     argv = ["--work", str(work), "--doc", str(doc), "--arch", "tiny", "--size", "64x32", "--ids", "12"]
