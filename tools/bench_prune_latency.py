@@ -14,55 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from reidcompress.export.onnx import export_onnx
+from reidcompress.models.checkpoint import save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.prune import PruneOptions, prune_model
+from reidcompress.runtime.onnx_backend import OnnxEmbedder
+from reidcompress.verify.latency import compare_latency
 
 
-def export_onnx(model: ReIDNet, path: Path) -> Path:
-    h, w = model.config.input_size
-    torch.onnx.export(
-        model.eval(),
-        (torch.rand(2, 3, h, w),),
-        str(path),
-        dynamo=True,
-        external_data=False,
-        input_names=["images"],
-        output_names=["embeddings"],
-        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}},
-    )
-    return path
-
-
-def session(path: Path, threads: int):  # noqa: ANN201 - onnxruntime is imported lazily
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def bench(sessions: dict[str, object], x: np.ndarray, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Interleaved timings in milliseconds, one list per session."""
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, {"images": x})  # type: ignore[attr-defined]
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(runs):
-        for name, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, {"images": x})  # type: ignore[attr-defined]
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
+def onnx_model(model: ReIDNet, tmp: Path, name: str, threads: int) -> OnnxEmbedder:
+    """The model as `reidcompress export` writes it (simplified, parity-checked), in ONNX Runtime."""
+    onnx_path = export_onnx(save_model(tmp / f"{name}.pt", model), tmp / f"{name}.onnx").path
+    return OnnxEmbedder(onnx_path, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,14 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     pruned.load_state_dict(original.state_dict())
     options = PruneOptions(target_flops=args.target_flops, round_to=args.round_to)
     record = prune_model(pruned, args.method, options)
-    x = np.random.default_rng(0).random((args.batch, 3, h, w), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = {
-            name: session(export_onnx(m, Path(tmp) / f"{name}.onnx"), args.threads)
+        embedders = {
+            name: onnx_model(m, Path(tmp), name, args.threads)
             for name, m in (("original", original), ("pruned", pruned))
         }
-        times = bench(sessions, x, args.warmup, args.runs)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        stats = compare_latency(embedders, args.batch, warmup=args.warmup, runs=args.runs, max_seconds=600)
+        for emb in embedders.values():
+            emb.close()
+    med = {k: s.p50_ms for k, s in stats.items()}
     flops_ratio = record["flops_after"] / record["flops_before"]
     latency_ratio = med["pruned"] / med["original"]
     result = {
@@ -105,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "runs": args.runs,
         "latency_ms_median": med,
-        "latency_ms_min": {k: min(v) for k, v in times.items()},
-        "latency_ms_max": {k: max(v) for k, v in times.items()},
+        "latency_ms_p95": {k: s.p95_ms for k, s in stats.items()},
+        "latency_ms_min": {k: s.min_ms for k, s in stats.items()},
         "flops": {"original": record["flops_before"], "pruned": record["flops_after"]},
         "flops_ratio": flops_ratio,
         "latency_ratio": latency_ratio,

@@ -114,24 +114,9 @@ def config_from_options(
     opts = {k: v for k, v in given.items() if v is not None}
     if isinstance(opts.get("milestones"), str):
         opts["milestones"] = tuple(parse_ints(opts["milestones"], "--milestones"))
-    base = _scaled_recipe(dict(recipe or {}), epochs)
-    epochs = epochs if epochs is not None else base.pop("epochs", None)
-    base.pop("epochs", None)
-    if epochs is None:
+    if epochs is None and not (recipe or {}).get("epochs"):
         raise InputError("--epochs is required (or a --recipe that sets train/finetune epochs)")
-    return TrainConfig.for_epochs(epochs, **{**base, **parse_set(extra), **opts})
-
-
-def _scaled_recipe(section: dict[str, Any], epochs: int | None) -> dict[str, Any]:
-    own = section.get("epochs")
-    if epochs is None or not own or epochs == own:
-        return section
-    scale = epochs / own
-    if "warmup_epochs" in section:
-        section["warmup_epochs"] = min(round(section["warmup_epochs"] * scale), max(epochs - 1, 0))
-    if "milestones" in section:
-        section["milestones"] = tuple(sorted({max(1, round(m * scale)) for m in section["milestones"]}))
-    return section
+    return TrainConfig.from_recipe(recipe or {}, epochs, **{**parse_set(extra), **opts})
 
 
 def report(result: TrainResult, json_out: bool) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reidcompress.demo.stages import settings_key
 from reidcompress.errors import InputError
 
 __all__ = ["DemoConfig"]
@@ -73,4 +72,4 @@ class DemoConfig:
     def stage_key(self, *fields: str) -> str:
         """A hash of the settings a stage depends on: a finished stage is reused only if they match."""
         d = dataclasses.asdict(self)
-        return hashlib.sha256(json.dumps({f: d[f] for f in fields}, default=str).encode()).hexdigest()[:16]
+        return settings_key({f: d[f] for f in fields})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,12 @@ from rich.console import Console
 
 from reidcompress._io import atomic_write_text
 
-__all__ = ["StageRunner"]
+__all__ = ["StageRunner", "settings_key"]
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short hash of the settings a stage depends on: a finished stage is reused only if they match."""
+    return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:16]
 
 
 class StageRunner:

@@ -93,6 +93,27 @@ class TrainConfig:
         options.setdefault("milestones", tuple(sorted({max(1, round(m * scale)) for m in (40, 70)})))
         return cls.from_dict({**options, "epochs": epochs})
 
+    @classmethod
+    def from_recipe(cls, section: Mapping[str, Any], epochs: int | None = None, **overrides: Any) -> TrainConfig:
+        """A config from a recipe's ``train`` or ``finetune`` section, ``overrides`` on top.
+
+        When ``epochs`` differs from the section's own count, its warm-up and milestones are scaled
+        with it (unless overridden), keeping the recipe's schedule proportions; without a count in
+        either, the strong baseline's proportions apply (:meth:`for_epochs`).
+        """
+        base = dict(section)
+        own = base.pop("epochs", None)
+        epochs = epochs if epochs is not None else own
+        if epochs is None:
+            raise InputError("no epoch count: give epochs or a recipe section that sets them")
+        if own and epochs != own:
+            scale = epochs / own
+            if "warmup_epochs" in base:
+                base["warmup_epochs"] = min(round(base["warmup_epochs"] * scale), max(epochs - 1, 0))
+            if "milestones" in base:
+                base["milestones"] = tuple(sorted({max(1, round(m * scale)) for m in base["milestones"]}))
+        return cls.for_epochs(epochs, **{**base, **overrides})
+
 
 def _problems(c: TrainConfig) -> list[str]:
     checks = [

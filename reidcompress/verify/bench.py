@@ -13,7 +13,7 @@ from reidcompress.errors import InputError
 from reidcompress.runtime.base import load_embedder
 from reidcompress.verify.api import _complexity
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import embedder_latency
+from reidcompress.verify.latency import compare_latency
 
 __all__ = ["bench", "plot_bench"]
 
@@ -32,13 +32,24 @@ def bench(
         raise InputError("give at least one model to benchmark")
     if not batch_sizes or min(batch_sizes) < 1:
         raise InputError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-    rows = []
-    for path in models:
-        with load_embedder(path, device=device, threads=threads) as emb:
+    embedders = {}
+    try:
+        for path in models:
+            embedders[str(path)] = load_embedder(path, device=device, threads=threads)
+        # All models timed together, interleaved, so a busy moment on the machine cannot favour one.
+        stats = {
+            b: compare_latency(embedders, b, warmup=warmup, runs=runs, max_seconds=max_seconds) for b in batch_sizes
+        }
+        rows = []
+        for name, emb in embedders.items():
             flops, params = _complexity(emb)
-            for b in batch_sizes:
-                stats = embedder_latency(emb, b, warmup=warmup, runs=runs, max_seconds=max_seconds)
-                rows.append({"model": str(path), **emb.describe(), "flops": flops, "params": params, **stats.to_dict()})
+            rows += [
+                {"model": name, **emb.describe(), "flops": flops, "params": params, **stats[b][name].to_dict()}
+                for b in batch_sizes
+            ]
+    finally:
+        for emb in embedders.values():
+            emb.close()
     return {"results": rows, "environment": environment(device, threads)}
 
 

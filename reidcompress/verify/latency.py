@@ -59,22 +59,9 @@ def measure(
     sync: Callable[[], None] | None = None,
 ) -> LatencyStats:
     """Time ``fn`` ``runs`` times after ``warmup`` calls; stop early (>= 3 runs) past ``max_seconds``."""
-    if runs < 1 or warmup < 0:
-        raise InputError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    sync = sync or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times: list[float] = []
-    start = clock()
-    while len(times) < runs:
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-        if len(times) >= 3 and clock() - start > max_seconds:
-            break
-    return LatencyStats.from_times(batch, times)
+    return measure_interleaved(
+        {"fn": fn}, batch=batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs={"fn": sync}
+    )["fn"]
 
 
 def _cuda_sync(embedder: Embedder) -> Callable[[], None] | None:
@@ -96,17 +83,9 @@ def embedder_latency(
     seed: int = 0,
 ) -> LatencyStats:
     """Latency of ``embedder.embed`` on a batch of random images at the model's input size."""
-    h, w = embedder.input_size
-    x = np.random.default_rng(seed).random((batch, 3, h, w), dtype=np.float32)
-    return measure(
-        lambda: embedder.embed(x),
-        batch=batch,
-        warmup=warmup,
-        runs=runs,
-        max_seconds=max_seconds,
-        clock=clock,
-        sync=_cuda_sync(embedder),
-    )
+    return compare_latency(
+        {"model": embedder}, batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, seed=seed
+    )["model"]
 
 
 def measure_interleaved(
@@ -130,6 +109,9 @@ def measure_interleaved(
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    for sync in syncs.values():
+        if sync is not None:
+            sync()  # queued warm-up work must not land in the first timed run
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = clock()
     for i in range(runs):
