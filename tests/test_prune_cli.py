@@ -51,6 +51,11 @@ def test_prune_table_for_people(ckpt: Path, tmp_path: Path) -> None:
         (["--method", "hao_li"], "exactly one"),
         (["--method", "molchanov", "--rate", "0.5"], "--data"),
         (["--method", "psfp", "--rate", "0.5"], "--epochs"),
+        (["--method", "thinet", "--rate", "0.5"], "--data"),
+        (["--method", "channel_pruning", "--target-flops", "0.5"], "--data"),
+        (["--method", "afp", "--rate", "0.5"], "--epochs"),
+        (["--method", "play_and_prune", "--rate", "0.5", "--epochs", "2"], "--data"),
+        (["--method", "afp", "--rate", "0.5", "--epochs", "2", "--holdout", "1.5"], "--holdout"),
         (["--method", "hao_li", "--rate", "0.5", "--scope", "world"], "--scope"),
     ],
 )
@@ -72,7 +77,8 @@ def test_methods_lists_every_method() -> None:
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)["methods"]
     assert [r["name"] for r in rows] == list_methods()
-    assert {"hao_li", "molchanov", "entropy", "fpgm", "auto_balanced", "psfp"} <= {r["name"] for r in rows}
+    names = {"hao_li", "molchanov", "entropy", "fpgm", "auto_balanced", "psfp", "thinet", "channel_pruning"}
+    assert names | {"redundant_channels", "play_and_prune", "afp"} <= {r["name"] for r in rows}
     for r in rows:
         assert r["paper"] and r["criterion"] and r["strategy"]
         assert isinstance(r["needs_data"], bool) and isinstance(r["needs_training"], bool)

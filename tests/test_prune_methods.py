@@ -18,9 +18,9 @@ from reidcompress.prune.engine import apply_plan
 from reidcompress.prune.registry import get_method, list_methods
 from reidcompress.prune.strategies.soft import SoftPruning, exponential_schedule
 
-WEIGHT_ONLY = ["hao_li", "fpgm"]
-DATA_DRIVEN = ["molchanov", "entropy"]
-TRAINING = ["fpgm_soft", "auto_balanced", "psfp"]
+WEIGHT_ONLY = ["hao_li", "fpgm", "redundant_channels"]
+DATA_DRIVEN = ["molchanov", "entropy", "thinet", "channel_pruning"]
+TRAINING = ["fpgm_soft", "auto_balanced", "psfp", "afp", "play_and_prune"]
 
 
 @pytest.fixture
@@ -80,9 +80,11 @@ def test_data_driven_methods_on_tiny(tiny_model: ReIDNet, synth_data: PruneData,
 
 @pytest.mark.parametrize("method", TRAINING)
 def test_training_time_methods_on_tiny(tiny_model: ReIDNet, synth_data: PruneData, tmp_path: Path, method: str) -> None:
-    options = PruneOptions(target_flops=0.5, round_to=1, epochs=2, finetune_epochs=1)
+    # The accuracy-controlled methods' steps are tested in test_prune_adaptive: one step is enough here.
+    epochs = 1 if get_method(method).strategy.startswith("adaptive") else 2
+    options = PruneOptions(target_flops=0.5, round_to=1, epochs=epochs, finetune_epochs=1)
     record = prune_model(tiny_model, method, options, synth_data)
-    assert record["epochs"] == 2 and tiny_model.classifier.out_features == synth_data.num_pids
+    assert record["epochs"] == epochs and tiny_model.classifier.out_features == synth_data.num_pids
     check_pruned(tiny_model, tmp_path / "p.pt", record, 0.5, 128)
 
 

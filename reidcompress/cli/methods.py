@@ -27,7 +27,9 @@ def methods_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print one
         emit_json({"methods": rows})
         return
     t = Table(title="pruning methods")
-    for col in ("method", "paper", "criterion", "strategy", "data", "training"):
+    # Method names are what people type: never wrapped; the long texts fold around them.
+    t.add_column("method", no_wrap=True)
+    for col in ("paper", "criterion", "strategy", "data", "training"):
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(

@@ -35,7 +35,9 @@ def prune_cmd(
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset root for calibration/training.")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset layout under --data.")] = "market1501",
-    epochs: Annotated[int, typer.Option(help="Training epochs of training-time methods.")] = 0,
+    epochs: Annotated[
+        int, typer.Option(help="Training epochs of training-time methods (afp/play_and_prune: at most one per step).")
+    ] = 0,
     scope: Annotated[str, typer.Option(help="local (same rate per group) | global (one ranking).")] = "local",
     round_to: Annotated[int, typer.Option(help="Kept channel counts are multiples of this.")] = 8,
     residual: Annotated[
@@ -48,6 +50,12 @@ def prune_cmd(
     weak_scale: Annotated[
         float, typer.Option(help="auto_balanced: magnitude the weak channels are driven to before removal.")
     ] = 0.01,
+    holdout: Annotated[
+        float, typer.Option(help="afp/play_and_prune: fraction of training identities held out to measure mAP on.")
+    ] = 0.2,
+    accuracy_tolerance: Annotated[
+        float, typer.Option(help="afp/play_and_prune: held-out mAP points a pruning step may lose.")
+    ] = 2.0,
     device: Annotated[str, typer.Option(help="cpu | cuda[:N] for calibration and training.")] = "cpu",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -64,6 +72,8 @@ def prune_cmd(
         calib_batches=calib_batches,
         decay=decay,
         weak_scale=weak_scale,
+        holdout=holdout,
+        accuracy_tolerance=accuracy_tolerance,
     )
     with console.status(f"pruning with {method}..."):
         res = prune_checkpoint(checkpoint, out, method, options, data_root=data, dataset=dataset, device=device)

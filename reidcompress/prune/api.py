@@ -65,6 +65,9 @@ def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneD
     }
     if options.target_flops is not None:
         record["target_met"] = abs(flops1 / flops0 - options.target_flops) <= options.tolerance * options.target_flops
+    controller = model.meta.pop("controller", None)
+    if controller is not None:
+        record["controller"] = controller
     if model.pruning:
         record["previous"] = model.pruning
     model.pruning = record

@@ -29,6 +29,7 @@ from reidcompress.prune.criteria import Criterion
 __all__ = [
     "ScoredGroup",
     "build_graph",
+    "blocks",
     "residual_writers",
     "protected_modules",
     "prunable_groups",
@@ -85,7 +86,8 @@ def build_graph(model: ReIDNet) -> tp.DependencyGraph:
         model.train(was_training)
 
 
-def _blocks(model: ReIDNet) -> list[Any]:
+def blocks(model: ReIDNet) -> list[Any]:
+    """The residual blocks of the backbone, in forward order."""
     return [block for stage in STAGES for block in getattr(model.backbone, stage)]
 
 
@@ -96,7 +98,7 @@ def _last_conv(block: Any) -> nn.Conv2d:
 def residual_writers(model: ReIDNet) -> list[nn.Conv2d]:
     """Convs whose outputs are added into the residual stream: each block's last conv and downsample."""
     convs = []
-    for block in _blocks(model):
+    for block in blocks(model):
         convs.append(_last_conv(block))
         if block.downsample is not None:
             convs.append(block.downsample[0])

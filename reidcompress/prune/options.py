@@ -23,12 +23,17 @@ class PruneOptions:
         residual: also prune the residual-stream channels (coupled across a stage's blocks).
         steps: one-shot criteria: reach the target in this many increments.
         finetune_epochs: fine-tuning epochs after each pruning step (and after training-time methods).
-        epochs: training epochs of the training-time methods.
+        epochs: training epochs of the training-time methods (``afp``/``play_and_prune``: the most
+            controller steps, one epoch each).
         calib_batches: calibration batches for data-driven criteria.
         decay: ``progressive`` strategy: how fast the rate approaches the target (exponential schedule).
         weak_scale: ``regularised`` strategy: the magnitude the weak channels are driven to by the end
             of the regularised epochs, as a fraction of where they started.
         tolerance: relative FLOPs tolerance of ``target_flops``.
+        holdout: accuracy-controlled methods: fraction of the training identities held out to measure
+            ReID accuracy on (at least 4 identities).
+        accuracy_tolerance: accuracy-controlled methods: the held-out mAP (percentage points) a pruning
+            step may lose against the unpruned network and still be accepted.
     """
 
     rate: float | None = None
@@ -43,6 +48,8 @@ class PruneOptions:
     decay: float = 5.5
     weak_scale: float = 0.01
     tolerance: float = 0.02
+    holdout: float = 0.2
+    accuracy_tolerance: float = 2.0
 
     def check(self, spec: MethodSpec, has_data: bool) -> None:
         """Raise InputError/MethodError for anything the method cannot run with."""
@@ -59,6 +66,10 @@ class PruneOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.weak_scale < 1.0:
             raise InputError(f"--weak-scale must be in (0, 1), got {self.weak_scale}")
+        if not 0.0 < self.holdout < 1.0:
+            raise InputError(f"--holdout must be in (0, 1), got {self.holdout}")
+        if self.accuracy_tolerance < 0:
+            raise InputError(f"--accuracy-tolerance cannot be negative, got {self.accuracy_tolerance}")
         if self.decay <= 0:
             raise InputError(f"--decay must be positive, got {self.decay}")
         if self.finetune_epochs < 0 or self.epochs < 0:

@@ -1,9 +1,8 @@
-"""Pruning methods: a plain dict of MethodSpec, one entry per method of the survey's Table 5 (and FPGM).
+"""Pruning methods: a plain dict of MethodSpec, one entry per method the survey names (and FPGM).
 
-A method pairs a criterion (which channels matter least) with a strategy (when and how they go). More
-methods (ThiNet, Channel Pruning, Redundant Channels, Play-and-Prune, AFP...) register the same way:
-a criterion file under ``criteria/``, a strategy under ``strategies/`` if a new one is needed, and a
-``@register_method(name, ...)`` factory that builds the criterion.
+A method pairs a criterion (which channels matter least) with a strategy (when and how they go). A new
+method registers the same way: a criterion file under ``criteria/``, a strategy under ``strategies/`` if
+a new one is needed, and a ``@register_method(name, ...)`` factory that builds the criterion.
 """
 
 from __future__ import annotations
@@ -14,17 +13,28 @@ from dataclasses import dataclass
 from reidcompress.errors import MethodError
 from reidcompress.prune.criteria import (
     ActivationEntropy,
+    ChannelPruning,
     Criterion,
+    FilterRedundancy,
     GeometricMedian,
     L1Norm,
     L2Norm,
     TaylorActivation,
+    ThiNet,
 )
 from reidcompress.prune.training import calibration_loss
 
 __all__ = ["MethodSpec", "STRATEGY_NAMES", "register_method", "get_method", "list_methods"]
 
-STRATEGY_NAMES = ("oneshot", "soft", "progressive", "regularised")
+STRATEGY_NAMES = (
+    "oneshot",
+    "soft",
+    "progressive",
+    "regularised",
+    "reconstruction",
+    "adaptive",
+    "adaptive_regularised",
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,12 @@ class MethodSpec:
         strategy: one of STRATEGY_NAMES: ``oneshot`` (score once, remove; ``--steps`` makes it
             iterative), ``soft`` (zero the selected filters after every training epoch at the final
             rate, remove at the end), ``progressive`` (soft, with a rate growing toward the target),
-            ``regularised`` (a training-time penalty drives the selected filters to zero, then remove).
+            ``regularised`` (a training-time penalty drives the selected filters to zero, then remove),
+            ``reconstruction`` (select layer by layer on calibration images by the next layer's
+            reconstruction error, refit the next layer by least squares, then remove), ``adaptive``
+            (pruning steps paced by a controller on held-out ReID accuracy, training between them),
+            ``adaptive_regularised`` (the same controller, each step a regularised training epoch
+            that lets the loss decide which layers give up filters).
         needs_data: scoring needs calibration images.
         needs_training: the method prunes while training (``--epochs``).
         make_criterion: builds a fresh criterion object (the decorated factory).
@@ -167,3 +182,70 @@ def _auto_balanced() -> Criterion:
 )
 def _psfp() -> Criterion:
     return L2Norm()
+
+
+@register_method(
+    "thinet",
+    paper='Luo, Wu & Lin, "ThiNet: A Filter Level Pruning Method for Deep Neural Network Compression", ICCV 2017',
+    criterion="greedy removal of the channels whose loss least increases the next layer's reconstruction error "
+    "on calibration activations; least-squares scales of the kept channels",
+    strategy="reconstruction",
+    needs_data=True,
+)
+def _thinet() -> Criterion:
+    return ThiNet()
+
+
+@register_method(
+    "channel_pruning",
+    paper='He, Zhang & Sun, "Channel Pruning for Accelerating Very Deep Neural Networks", ICCV 2017',
+    criterion="LASSO regression of the next layer's output on the channels' contributions; least-squares "
+    "reconstruction of the next layer's kept weights",
+    strategy="reconstruction",
+    needs_data=True,
+)
+def _channel_pruning() -> Criterion:
+    return ChannelPruning()
+
+
+@register_method(
+    "redundant_channels",
+    paper='Ayinde & Zurada, "Building Efficient ConvNets using Redundant Feature Pruning", arXiv 1802.07653, 2018',
+    criterion="agglomerative clustering (average linkage) of each layer's filters by cosine distance; one "
+    "filter (the largest) kept per cluster",
+    strategy="oneshot",
+)
+def _redundant_channels() -> Criterion:
+    return FilterRedundancy()
+
+
+_PLAY_AND_PRUNE = (
+    'Singh, Verma, Rai & Namboodiri, "Play and Prune: Adaptive Filter Pruning for Deep Model Compression", IJCAI 2019'
+)
+
+
+@register_method(
+    "play_and_prune",
+    paper=_PLAY_AND_PRUNE,
+    criterion="filter L1 norm, ranked globally after an epoch that shrinks the weakest filters with a strength "
+    "set by the held-out accuracy margin; a rate controller paces the steps",
+    strategy="adaptive_regularised",
+    needs_data=True,
+    needs_training=True,
+)
+def _play_and_prune() -> Criterion:
+    return L1Norm()
+
+
+@register_method(
+    "afp",
+    paper=_PLAY_AND_PRUNE + ": its Adaptive Filter Pruning module and Pruning Rate Controller, as the survey "
+    "describes them",
+    criterion="filter L1 norm; a Pruning Rate Controller raises the rate while the mAP on held-out training "
+    "identities stays within the tolerance and backs off when it does not",
+    strategy="adaptive",
+    needs_data=True,
+    needs_training=True,
+)
+def _afp() -> Criterion:
+    return L1Norm()

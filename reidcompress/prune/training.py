@@ -7,6 +7,7 @@ The data and training packages are imported on use, so weight-only methods never
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -16,9 +17,11 @@ import torch
 
 from reidcompress.models.reid import ReIDNet
 
-__all__ = ["PruneData", "calibration_loss", "TRIPLET_MARGIN"]
+__all__ = ["PruneData", "calibration_loss", "heldout_map", "TRIPLET_MARGIN", "MIN_HELDOUT_IDS"]
 
 TRIPLET_MARGIN = 0.3
+# Accuracy-driven methods need a query/gallery set with a few identities at least.
+MIN_HELDOUT_IDS = 4
 
 
 def calibration_loss(model: ReIDNet, images: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
@@ -90,3 +93,45 @@ class PruneData:
         config = TrainConfig.for_epochs(epochs, **options)
         train(model, list(self.items), config, callbacks=tuple(callbacks), device=self.device)
         model.eval()
+
+    def split_identities(self, fraction: float) -> tuple[PruneData, Any]:
+        """Hold out ``fraction`` of the training identities as a validation query/gallery set.
+
+        Accuracy-driven methods measure ReID accuracy on identities their pruning steps never train on,
+        and never on the test query/gallery. Each held-out identity gives one query image per camera
+        (its first, by path) and the rest to the gallery. Returns (the other identities, relabelled
+        0..N-1, as PruneData; the held-out ``ReIDDataset``).
+        """
+        from reidcompress.data.datasets import ImageItem, ReIDDataset, relabel
+        from reidcompress.errors import DatasetError
+
+        pids = sorted({it.pid for it in self.items})
+        n_out = max(MIN_HELDOUT_IDS, round(fraction * len(pids)))
+        if len(pids) - n_out < 2:
+            raise DatasetError(
+                f"{len(pids)} training identities are too few to hold out {n_out} for validation and train on the rest"
+            )
+        order = torch.randperm(len(pids), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        held = {pids[i] for i in order[:n_out]}
+        query: list[ImageItem] = []
+        gallery: list[ImageItem] = []
+        firsts: set[tuple[int, int]] = set()
+        for it in sorted((it for it in self.items if it.pid in held), key=lambda it: it.path):
+            first = (it.pid, it.camid) not in firsts
+            firsts.add((it.pid, it.camid))
+            (query if first else gallery).append(it)
+        rest = relabel(it for it in self.items if it.pid not in held)
+        val = ReIDDataset("heldout", "", [], query, gallery)
+        return dataclasses.replace(self, items=tuple(rest)), val
+
+
+def heldout_map(model: ReIDNet, val: Any, device: str) -> float:
+    """mAP (percent) of ``model`` on a held-out query/gallery set (``PruneData.split_identities``)."""
+    from reidcompress.evaluation.features import evaluate_embedder
+    from reidcompress.runtime import TorchEmbedder
+
+    was_training = model.training
+    try:
+        return float(evaluate_embedder(TorchEmbedder(model, device=device), val, progress=False)["mAP"])
+    finally:
+        model.train(was_training)

@@ -264,7 +264,9 @@ def split_budget(method: str, epochs: int) -> tuple[int, int]:
     """A post-pruning budget of ``epochs`` as (the method's own training epochs, fine-tuning epochs after).
 
     One-shot methods prune and fine-tune all of it; soft and progressive methods prune during all of
-    it; regularised methods (auto-balanced) train two thirds regularised and fine-tune the last third.
+    it; regularised methods (auto-balanced) train two thirds regularised and fine-tune the last third;
+    accuracy-controlled methods (afp, play_and_prune) take all of it as their --epochs (one per
+    controller step, what the steps leave unused fine-tunes the result).
     """
     spec = get_method(method)
     if not spec.needs_training:

@@ -6,7 +6,10 @@ from reidcompress.models.reid import ReIDNet
 from reidcompress.prune.criteria import Criterion
 from reidcompress.prune.engine import ScoredGroup
 from reidcompress.prune.options import PruneOptions
+from reidcompress.prune.strategies.adaptive import run_afp
 from reidcompress.prune.strategies.iterative import run_steps
+from reidcompress.prune.strategies.play_and_prune import run_play_and_prune
+from reidcompress.prune.strategies.reconstruction import run_reconstruction
 from reidcompress.prune.strategies.regularised import run_regularised
 from reidcompress.prune.strategies.soft import run_progressive, run_soft
 from reidcompress.prune.training import PruneData
@@ -21,4 +24,7 @@ STRATEGIES: dict[str, Strategy] = {
     "soft": run_soft,
     "progressive": run_progressive,
     "regularised": run_regularised,
+    "reconstruction": run_reconstruction,
+    "adaptive": run_afp,
+    "adaptive_regularised": run_play_and_prune,
 }

@@ -8,6 +8,9 @@ iterative. Fine-tuning runs in the training engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops
 from reidcompress.prune.criteria import Criterion
@@ -16,7 +19,16 @@ from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import prune_step
 from reidcompress.prune.training import PruneData
 
-__all__ = ["run_steps"]
+__all__ = ["run_steps", "step_target"]
+
+
+def step_target(options: PruneOptions, frac: float, flops0: int, base: Mapping[str, int] | None) -> dict[str, Any]:
+    """``plan_kept``/``prune_step`` arguments for the fraction ``frac`` of the way to the final budget:
+    ``(1 - rate) ** frac`` of the original channels kept, or ``target ** frac`` of the original FLOPs."""
+    if options.rate is not None:
+        return {"rate": 1 - (1 - options.rate) ** frac, "base": base}
+    assert options.target_flops is not None
+    return {"flops": flops0 * options.target_flops**frac}
 
 
 def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> list[ScoredGroup]:
@@ -25,12 +37,7 @@ def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data:
     first: list[ScoredGroup] = []
     base: dict[str, int] | None = None
     for step in range(1, options.steps + 1):
-        frac = step / options.steps
-        if options.rate is not None:
-            groups = prune_step(model, criterion, options, data, rate=1 - (1 - options.rate) ** frac, base=base)
-        else:
-            assert options.target_flops is not None
-            groups = prune_step(model, criterion, options, data, flops=flops0 * options.target_flops**frac)
+        groups = prune_step(model, criterion, options, data, **step_target(options, step / options.steps, flops0, base))
         if not first:
             first, base = groups, {g.root: g.size for g in groups}
         if options.finetune_epochs and data is not None:

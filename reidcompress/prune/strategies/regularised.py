@@ -36,7 +36,7 @@ from reidcompress.prune.strategies.oneshot import plan_kept, score_model
 from reidcompress.prune.training import PruneData
 from reidcompress.train.callbacks import Callback
 
-__all__ = ["AutoBalanced", "run_regularised", "balanced_decay_"]
+__all__ = ["AutoBalanced", "run_regularised", "balanced_decay_", "channel_params"]
 
 Term = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -49,6 +49,24 @@ def balanced_decay_(param: torch.Tensor, weak: torch.Tensor, strong: torch.Tenso
     theta = sq[weak].sum() / sq[strong].sum().clamp_min(1e-12)
     param[weak] *= 1 - eta
     param[strong] *= 1 + eta * theta
+
+
+def channel_params(
+    model: ReIDNet, graph: tp.DependencyGraph, plan: dict[str, list[int]]
+) -> list[tuple[torch.Tensor, list[int]]]:
+    """The filters and BN scales and shifts of the planned channels, each with those channels' indices.
+
+    A kernel followed by a BatchNorm has its scale normalised away: silencing a channel takes its BN
+    affine parameters too.
+    """
+    params = []
+    for root, idxs in plan.items():
+        if not idxs:
+            continue
+        group = graph.get_pruning_group(model.get_submodule(root), tp.prune_conv_out_channels, idxs)
+        params += [(conv.weight, idx) for conv, idx, _ in conv_out_members(group)]
+        params += [(p, idx) for bn, idx, _ in bn_out_members(group) for p in (bn.weight, bn.bias)]
+    return params
 
 
 def _split(param: torch.Tensor, weak: list[int]) -> Term:
@@ -86,14 +104,7 @@ class AutoBalanced(Callback):
 
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         model = trainer.model
-        self._terms = []
-        for root, idxs in self.select(model).items():
-            if not idxs:
-                continue
-            group = self._graph.get_pruning_group(model.get_submodule(root), tp.prune_conv_out_channels, idxs)
-            members = [(conv.weight, idx) for conv, idx, _ in conv_out_members(group)]
-            members += [(p, idx) for bn, idx, _ in bn_out_members(group) for p in (bn.weight, bn.bias)]
-            self._terms += [_split(param, weak) for param, weak in members]
+        self._terms = [_split(param, weak) for param, weak in channel_params(model, self._graph, self.select(model))]
 
     def on_batch_end(self, trainer: Any, step: int, logs: dict[str, float]) -> None:
         for param, weak, strong in self._terms:
