@@ -26,18 +26,24 @@ def methods_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print one
     if json_out:
         emit_json({"methods": rows})
         return
-    t = Table(title="pruning methods")
-    # Method names are what people type: never wrapped; the long texts fold around them.
-    t.add_column("method", no_wrap=True)
-    for col in ("paper", "criterion", "strategy", "data", "training"):
-        t.add_column(col, overflow="fold")
+    out_console.print(_listing(rows))
+
+
+def _needs(r: dict[str, Any]) -> str:
+    if r["needs_training"]:
+        return "needs --data and --epochs (prunes while training)"
+    return "needs --data (calibration images)" if r["needs_data"] else "weights only"
+
+
+def _listing(rows: list[dict[str, Any]]) -> Table:
+    """One block per method: the name and how it runs on the first line, then its paper and criterion,
+    so the long texts wrap at any terminal width instead of squeezing five columns."""
+    t = Table(title="pruning methods", show_header=False, box=None, padding=(0, 1))
+    t.add_column(no_wrap=True)
+    t.add_column(overflow="fold")
     for r in rows:
-        t.add_row(
-            r["name"],
-            r["paper"],
-            r["criterion"],
-            r["strategy"],
-            "yes" if r["needs_data"] else "no",
-            "yes" if r["needs_training"] else "no",
-        )
-    out_console.print(t)
+        t.add_row(f"[bold]{r['name']}[/]", f"[cyan]{r['strategy']}[/], {_needs(r)}")
+        t.add_row("", r["paper"])
+        t.add_row("", f"[dim]{r['criterion']}[/]")
+        t.add_row("", "")
+    return t

@@ -90,6 +90,10 @@ class PruneData:
         if model.classifier is None or model.classifier.out_features != self.num_pids:
             model.reset_classifier(self.num_pids)
         options = {"p": self.batch_ids, "k": self.k, "seed": self.seed, "num_workers": 0, **(self.train_options or {})}
+        if "warmup_epochs" in options:
+            # A warm-up set for long runs would leave a short fit (a controller's one-epoch recovery)
+            # entirely at the warm-up learning rate.
+            options["warmup_epochs"] = min(options["warmup_epochs"], max(epochs - 1, 0))
         config = TrainConfig.for_epochs(epochs, **options)
         train(model, list(self.items), config, callbacks=tuple(callbacks), device=self.device)
         model.eval()
