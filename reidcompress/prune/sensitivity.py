@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from reidcompress._io import atomic_write_text, file_sha256, require_file
+from reidcompress._io import atomic_write_text, file_sha256, require_file, save_figure
 from reidcompress.errors import InputError, MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.prune.engine import ScoredGroup, apply_plan, select_channels
@@ -315,8 +315,6 @@ def plot_sensitivity(result: Mapping[str, Any], out: str | os.PathLike[str]) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reidcompress._io import atomic_path
-
     layers = result["layers"]
     resolution = 100.0 / max(1, int(result["queries"]))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
@@ -335,14 +333,12 @@ def plot_sensitivity(result: Mapping[str, Any], out: str | os.PathLike[str]) -> 
         ax2.bar(x + (i - (len(rates) - 1) / 2) * width, eff, width, label=f"rate {rate:g}")
     ax2.set_xticks(x, [_short(layer["root"]) for layer in layers], rotation=60, ha="right", fontsize=7)
     ax2.set(ylabel="FLOPs saved (% of model) per point of rank-1 lost", yscale="log")
-    ax2.set_title(f"higher = cheaper to prune (drops floored at {resolution:.2g} point)")
+    ax2.set_title(f"higher = cheaper to prune (drops floored at {resolution:.2g} points)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120)
+    path = save_figure(fig, out)
     plt.close(fig)
-    return out
+    return path
 
 
 def _efficiency(point: Mapping[str, float], resolution: float) -> float:
