@@ -77,6 +77,30 @@ def test_search_converges_deterministically_on_a_fake_clock(tiny_model: ReIDNet,
     assert results[0] == results[1]
 
 
+def test_search_with_per_layer_rates_from_a_sensitivity_profile(tiny_model: ReIDNet, tmp_path: Path) -> None:
+    from reidcompress.prune.sensitivity import FORMAT, SensitivityProfile
+
+    widths = conv_widths(tiny_model)
+    drops = {"layer1": 9.0, "layer2": 1.0, "layer3": 1.0, "layer4": 5.0}  # points lost at rate 0.5
+    layers = [
+        {
+            "root": f"backbone.{stage}.0.conv1",
+            "channels": widths[f"backbone.{stage}.0.conv1"],
+            "points": [{"rate": r, "rank1_drop": d * r / 0.5, "mAP_drop": d} for r in (0.5, 0.9)],
+        }
+        for stage, d in drops.items()
+    ]
+    path = tmp_path / "s.json"
+    doc = {"format": FORMAT, "method": "hao_li", "checkpoint_sha256": "x", "residual": False, "layers": layers}
+    path.write_text(json.dumps(doc))
+    options = PruneOptions(round_to=1, sensitivity=SensitivityProfile.load(path))
+    flops0 = count_flops(tiny_model, (64, 32))
+    record = prune_for_latency(tiny_model, "hao_li", options, _target(7.0), timer=fake_timer(_target(7.0), flops0))
+    assert record["latency_target"]["within_tolerance"] and record["sensitivity"]["file"] == str(path)
+    rates = record["group_rates"]
+    assert rates["backbone.layer1.0.conv1"] < rates["backbone.layer2.0.conv1"]  # the sensitive layer is spared
+
+
 def test_unreachable_targets_are_clear_errors(tiny_model: ReIDNet) -> None:
     flops0 = count_flops(tiny_model, (64, 32))
     widths = conv_widths(tiny_model)
@@ -91,8 +115,31 @@ def test_unreachable_targets_are_clear_errors(tiny_model: ReIDNet) -> None:
         prune_for_latency(tiny_model, "psfp", PruneOptions(epochs=1), _target(7.0))
     with pytest.raises(InputError, match="unknown --backend"):
         LatencyTarget(5.0, backend="openvino").check()
+
+
+def _has_tensorrt() -> bool:
+    try:
+        LatencyTarget(1.0, backend="tensorrt").check()
+        return True
+    except BackendUnavailableError:
+        return False
+
+
+@pytest.mark.skipif(_has_tensorrt(), reason="TensorRT and a GPU are present")
+def test_tensorrt_backend_without_tensorrt_is_a_clear_error(tiny_model: ReIDNet, tmp_path: Path) -> None:
     with pytest.raises(BackendUnavailableError, match="TensorRT"):
         LatencyTarget(5.0, backend="tensorrt").check()
+    ckpt, out = save_model(tmp_path / "t.pt", tiny_model), tmp_path / "p.pt"
+    args = ["prune", str(ckpt), "-m", "hao_li", "--target-latency", "5", "--backend", "tensorrt", "-o", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "TensorRT is not installed" in res.output and not out.exists()
+
+
+@pytest.mark.trt
+def test_tensorrt_timer_measures_an_engine(tiny_model: ReIDNet) -> None:
+    timer = BackendTimer(LatencyTarget(1.0, backend="tensorrt", batch=4, warmup=2, runs=5))
+    stats = timer(tiny_model)
+    assert stats.batch == 4 and stats.p50_ms > 0 and timer.device_name.startswith("cuda")
 
 
 def test_onnxruntime_timer_measures_the_exported_model(tiny_model: ReIDNet) -> None:
@@ -129,7 +176,6 @@ def test_cli_records_the_latency_and_info_shows_it(ckpt: Path, tiny_model: ReIDN
         (["--target-latency", "1e9", "--backend", "torch", "--latency-runs", "2"], "nothing to prune"),
         (["--target-latency", "1e-6", "--backend", "torch", "--latency-runs", "2"], "below what hao_li can reach"),
         (["--target-latency", "5", "--backend", "nope"], "unknown --backend"),
-        (["--target-latency", "5", "--backend", "tensorrt"], "TensorRT"),
         (["--target-latency", "5", "--rate", "0.5"], "exactly one"),
         (["--backend", "torch", "--rate", "0.5"], "give it too"),
     ],

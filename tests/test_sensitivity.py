@@ -75,6 +75,14 @@ def test_a_rerun_reuses_every_result_and_measures_only_what_is_missing(analysis,
     assert other["store"] != res["store"] and len(evaluated) == 1 + 4
 
 
+def test_data_driven_criterion(trained_tiny, tmp_path) -> None:
+    ckpt, root = trained_tiny
+    res = analyse_sensitivity(
+        ckpt, root, method="entropy", rates=(0.5,), max_queries=8, calib_batches=1, store=tmp_path
+    )
+    assert [layer["root"] for layer in res["layers"]] == INTERNAL and res["calib_batches"] == 1
+
+
 def test_bad_input(trained_tiny, tmp_path) -> None:
     ckpt, root = trained_tiny
     with pytest.raises(InputError, match="rates"):

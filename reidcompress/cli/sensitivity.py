@@ -90,6 +90,11 @@ def sensitivity_cmd(
             store=report / "results" if report is not None else None,
             progress=advance,
         )
+    if res["baseline"]["rank1"] < 100.0 / max(1, res["queries"]):
+        console.print(
+            "[yellow]warning: the unpruned model ranks no query right: there is no accuracy to lose, so the "
+            "analysis cannot tell the layers apart (train the model first)"
+        )
     if report is not None:
         atomic_write_text(report / "sensitivity.json", json.dumps(res, indent=2))
         plot = plot_sensitivity(res, report / "sensitivity.png")

@@ -15,6 +15,7 @@ calibration), so histogram methods do not hold every activation of every image i
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -132,7 +133,8 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str) -> 
     with tempfile.TemporaryDirectory(prefix="reidcompress-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre))
-        with _quiet_root_logger():
+        # The histogram calibrators print to stdout, which `--json` reserves for the result.
+        with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
                 str(pre),
                 str(out),

@@ -238,9 +238,9 @@ def kept_for_costs(
     convs = {g.root: set(g.out_convs) | set(g.in_convs) for g in groups}
     neighbours = {r: [o for o in convs if convs[o] & convs[r]] for r in convs}
     flops = flop_model.estimate(groups, kept)
-    steps: dict[str, tuple[float, float, int] | None] = {}
+    steps: dict[str, tuple[float, int, int] | None] = {}
 
-    def price(root: str) -> tuple[float, float, int] | None:
+    def price(root: str) -> tuple[float, int, int] | None:
         nxt = _step_down(kept[root], min_kept[root], round_to)
         if nxt is None:
             return None
