@@ -265,15 +265,14 @@ def prune_for_latency(
         the most pruned network's; nothing is changed then.
     """
     from reidcompress.prune.api import pruning_record
-    from reidcompress.verify.environment import cpu_name, environment
 
     spec = get_method(method)
     if options.rate is not None or options.target_flops is not None:
         raise InputError("give exactly one of --rate, --target-flops or --target-latency")
-    if spec.strategy != "oneshot" or options.steps > 1:
-        raise MethodError(
-            f"--target-latency searches the level of one-shot pruning in one step; {method} is {spec.strategy}"
-        )
+    if spec.strategy != "oneshot":
+        raise MethodError(f"--target-latency searches the level of one-shot pruning; {method} is {spec.strategy}")
+    if options.steps > 1:
+        raise InputError("--target-latency prunes in one step (each level is measured): drop --steps")
     dataclasses.replace(options, target_flops=1.0).check(spec, has_data=data is not None)
     target.check()
     timer = timer or BackendTimer(target)
@@ -285,13 +284,20 @@ def prune_for_latency(
     apply_plan(model, select_channels(groups, best.kept))
     if options.finetune_epochs and data is not None:
         data.fit(model, options.finetune_epochs)
-    device = getattr(timer, "device_name", None) or target.device
-    if device == "cpu":
-        device = f"cpu ({cpu_name()})"
     record = pruning_record(
         model, spec, dataclasses.replace(options, target_flops=best.requested), groups, flops0, params0
     )
-    record["latency_target"] = {
+    record["latency_target"] = _latency_record(target, best, trials, getattr(timer, "device_name", None))
+    return record
+
+
+def _latency_record(
+    target: LatencyTarget, best: Trial, trials: tuple[Trial, ...], device: str | None
+) -> dict[str, Any]:
+    from reidcompress.verify.environment import cpu_name, environment
+
+    device = device or target.device
+    return {
         "target_ms": target.target_ms,
         "measured_ms": best.ms,
         "p95_ms": best.stats.p95_ms,
@@ -301,12 +307,11 @@ def prune_for_latency(
         "precision": TRT_PRECISION if target.backend == "tensorrt" else "fp32",
         "batch": target.batch,
         "threads": target.threads,
-        "device": device,
+        "device": f"cpu ({cpu_name()})" if device == "cpu" else device,
         "unpruned_ms": trials[0].ms,
         "trials": [t.to_dict() for t in trials],
         "environment": environment(target.device, target.threads),
     }
-    return record
 
 
 def latency_summary(lat: dict[str, Any]) -> str:

@@ -84,8 +84,10 @@ class PruneOptions:
         assert self.sensitivity is not None
         if self.target_flops is None:
             raise InputError("--sensitivity gives per-layer rates for a target: use --target-flops or --target-latency")
-        if spec.strategy != "oneshot" or self.steps > 1:
-            raise MethodError(f"--sensitivity applies to one-shot pruning in one step; {spec.name} is {spec.strategy}")
+        if spec.strategy != "oneshot":
+            raise MethodError(f"--sensitivity applies to one-shot pruning; {spec.name} is {spec.strategy}")
+        if self.steps > 1:
+            raise InputError("--sensitivity plans one step from the unpruned network's analysis: drop --steps")
         if self.scope != "local":
             raise InputError("--sensitivity sets every group's rate itself: it cannot be combined with --scope global")
         if self.sensitivity.residual != self.residual:

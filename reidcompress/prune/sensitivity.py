@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -62,7 +63,7 @@ def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(set(float(r) for r in rates)))
 
 
-def _metrics(model: ReIDNet, dataset: Any, device: str) -> dict[str, float]:
+def _metrics(model: ReIDNet, *, dataset: Any, device: str) -> dict[str, float]:
     from reidcompress.evaluation.features import evaluate_embedder
     from reidcompress.runtime.torch_backend import TorchEmbedder
 
@@ -194,11 +195,35 @@ def analyse_sensitivity(
     results = _Store(Path(store) if store else default_cache_dir() / "sensitivity", _key(description), description)
     prune_data = load_prune_data(data, dataset, device=device, seed=seed) if spec.needs_data else None
     groups = score_model(model, spec.make_criterion(), options, prune_data)
+    evaluate = functools.partial(_metrics, dataset=ds, device=device)
+    base, layers, flops = _measure(model, groups, rates, round_to, results, evaluate, progress)
+    return {
+        **description,
+        "checkpoint": str(ckpt),
+        "arch": model.config.arch,
+        "input_size": list(model.config.input_size),
+        "rates": list(rates),
+        "max_queries": max_queries,
+        "queries": len(ds.query),
+        "gallery_images": len(ds.gallery),
+        "flops": flops,
+        "baseline": base,
+        "layers": layers,
+        "store": str(results.dir),
+    }
+
+
+def _measure(
+    model: ReIDNet,
+    groups: Sequence[ScoredGroup],
+    rates: Sequence[float],
+    round_to: int,
+    results: _Store,
+    evaluate: Callable[[ReIDNet], dict[str, float]],
+    progress: Progress | None,
+) -> tuple[dict[str, float], list[dict[str, Any]], int]:
+    """The unpruned metrics, then every (group, rate) point not in ``results`` yet; (base, layers, FLOPs)."""
     flop_model = FlopModel.of(model, model.config.input_size)
-
-    def evaluate(m: ReIDNet) -> dict[str, float]:
-        return _metrics(m, ds, device)
-
     base = results.get("baseline") or results.put("baseline", evaluate(model))
     total, done = len(groups) * len(rates), 0
     layers = []
@@ -216,20 +241,7 @@ def analyse_sensitivity(
                 progress(f"{g.root} at {rate:g}", done, total)
         layer = {"root": g.root, "channels": g.size, "out_convs": list(g.out_convs), "residual": g.residual}
         layers.append({**layer, "points": points})
-    return {
-        **description,
-        "checkpoint": str(ckpt),
-        "arch": model.config.arch,
-        "input_size": list(model.config.input_size),
-        "rates": list(rates),
-        "max_queries": max_queries,
-        "queries": len(ds.query),
-        "gallery_images": len(ds.gallery),
-        "flops": flop_model.total,
-        "baseline": base,
-        "layers": layers,
-        "store": str(results.dir),
-    }
+    return base, layers, flop_model.total
 
 
 @dataclass(frozen=True)
