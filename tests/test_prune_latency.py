@@ -33,15 +33,24 @@ class FakeClock:
         return self.now
 
 
-def fake_timer(target: LatencyTarget, flops0: int, base_ms: float = 2.0, per_flop_ms: float = 10.0):
-    """The real BackendTimer on a fake clock whose latency is a fixed, non-linear function of the FLOPs."""
+def fake_timer(
+    target: LatencyTarget,
+    flops0: int,
+    base_ms: float = 2.0,
+    per_flop_ms: float = 10.0,
+    drift: tuple[int, float] = (0, 1.0),
+):
+    """The real BackendTimer on a fake clock whose latency is a fixed, non-linear function of the FLOPs.
+
+    ``drift=(n, f)``: from the n-th measurement on, every latency is f times as long (a load change).
+    """
     clock = FakeClock()
     timer = BackendTimer(target, clock=clock)
     measured: list[float] = []
 
     def measure(model: ReIDNet):
         ratio = count_flops(model, model.config.input_size) / flops0
-        clock.step = (base_ms + per_flop_ms * ratio**1.5) / 1e3
+        clock.step = (base_ms + per_flop_ms * ratio**1.5) / 1e3 * (drift[1] if len(measured) >= drift[0] else 1)
         stats = timer(model)
         measured.append(ratio)
         return stats
@@ -99,6 +108,24 @@ def test_search_with_per_layer_rates_from_a_sensitivity_profile(tiny_model: ReID
     assert record["latency_target"]["within_tolerance"] and record["sensitivity"]["file"] == str(path)
     rates = record["group_rates"]
     assert rates["backbone.layer1.0.conv1"] < rates["backbone.layer2.0.conv1"]  # the sensitive layer is spared
+
+
+def test_search_measures_the_bracket_again_when_the_timings_drift(tiny_model: ReIDNet) -> None:
+    flops0 = count_flops(tiny_model, (64, 32))
+    # The unpruned (12 ms) and most pruned network are measured, then the machine gets twice as fast.
+    timer = fake_timer(_target(5.0), flops0, drift=(2, 0.5))
+    record = prune_for_latency(tiny_model, "hao_li", PruneOptions(round_to=1), _target(5.0), timer=timer)
+    lt = record["latency_target"]
+    assert lt["within_tolerance"] and lt["unpruned_ms"] == pytest.approx(6.0)  # the second measurement
+    assert [t["flops_ratio"] for t in lt["trials"]].count(1.0) == 2
+    ratio = count_flops(tiny_model, (64, 32)) / flops0
+    assert lt["measured_ms"] == pytest.approx((2 + 10 * ratio**1.5) / 2)
+    # Faster still after the first level: the unpruned network now meets the target, which is then an error.
+    with pytest.raises(InputError, match="when measured again"):
+        prune_for_latency(
+            copy.deepcopy(tiny_model), "hao_li", PruneOptions(round_to=1), _target(7.0),
+            timer=fake_timer(_target(7.0), flops0, drift=(2, 0.4)),
+        )  # fmt: skip
 
 
 def test_unreachable_targets_are_clear_errors(tiny_model: ReIDNet) -> None:

@@ -65,7 +65,10 @@ def prune_cmd(
         typer.Option(help="Median latency to meet, in ms: the level is searched (within 5%).", rich_help_panel=_LAT),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="onnxruntime (default) | torch | tensorrt.", rich_help_panel=_LAT)
+        str | None,
+        typer.Option(
+            help="onnxruntime (the exported ONNX; default) | torch | tensorrt (an fp16 engine).", rich_help_panel=_LAT
+        ),
     ] = None,
     batch: Annotated[int | None, typer.Option(help="Batch size timed (default 1).", rich_help_panel=_LAT)] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads while timing.", rich_help_panel=_LAT)] = None,

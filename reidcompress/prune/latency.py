@@ -200,39 +200,77 @@ def _next_level(lo: Trial, hi: Trial, target_ms: float) -> float:
     return lo.flops_ratio + span * min(0.95, max(0.05, frac))
 
 
-def _search(search: _Search, target: LatencyTarget, method: str, log: Callable[[str], None]) -> tuple[Trial, ...]:
-    """Measure the unpruned and the most pruned network, then interpolate; returns (full, floor, *trials)."""
-    goal = target.target_ms
+@dataclass(frozen=True)
+class _Outcome:
+    best: Trial
+    history: list[Trial]  # every measurement, in order
+    unpruned: Trial  # the latest measurement of the unpruned network
+
+
+def _search(search: _Search, target: LatencyTarget, method: str, log: Callable[[str], None]) -> _Outcome:
+    """Measure the unpruned and the most pruned network, then interpolate between the closest levels.
+
+    On a shared machine the latency of the same network changes with the load: a level measuring
+    outside its bracket means the conditions changed, so the bracket is measured again and only
+    measurements under the new conditions compete for the best level.
+    """
+    goal, tol = target.target_ms, target.tolerance
     full = search.at(kept={g.root: g.size for g in search.groups})
     log(f"unpruned: {full.ms:.2f} ms")
-    if goal >= full.ms:
-        raise InputError(
-            f"the unpruned model already runs in {full.ms:.2f} ms on {target.backend} at batch {target.batch}, "
-            f"under the {goal:g} ms target: nothing to prune"
-        )
+    _check_unpruned(full, target)
     floor = search.at(kept=most_pruned(search.groups, search.criterion, search.options))
     log(f"most pruned ({floor.flops_ratio:.3f} of the FLOPs): {floor.ms:.2f} ms")
-    if floor.ms > goal * (1 + target.tolerance):
-        raise MethodError(
-            f"{goal:g} ms is below what {method} can reach with these options: its most pruned network "
-            f"({floor.flops_ratio:.3f} of the FLOPs) runs in {floor.ms:.2f} ms on {target.backend} at batch "
-            f"{target.batch} (try --residual, a smaller --round-to, or higher sensitivity --rates)"
-        )
-    trials = [full, floor]
+    _check_floor(floor, target, method)
+    history, current = [full, floor], [full, floor]
     lo, hi = floor, full
-    while not _met(_best(trials, goal), target) and len(trials) < target.max_trials + 2:
+    for _ in range(target.max_trials):
+        if _met(_best(current, goal), target):
+            break
         trial = search.at(requested=_next_level(lo, hi, goal))
-        log(f"trial {len(trials) - 1}: {trial.flops_ratio:.3f} of the FLOPs: {trial.ms:.2f} ms")
-        if any(dict(trial.kept) == dict(t.kept) for t in trials):
-            break  # --round-to cannot make a level between the two closest ones
-        trials.append(trial)
-        lo, hi = (lo, trial) if trial.ms > goal else (trial, hi)
-    return tuple(trials)
+        if any(dict(trial.kept) == dict(t.kept) for t in current):
+            log(f"no level between {lo.flops_ratio:.3f} and {hi.flops_ratio:.3f} of the FLOPs at this --round-to")
+            break
+        log(f"trial {len(history) - 1}: {trial.flops_ratio:.3f} of the FLOPs: {trial.ms:.2f} ms")
+        history.append(trial)
+        if not lo.ms * (1 - tol) <= trial.ms <= hi.ms * (1 + tol):
+            log("the timings drifted (did the machine's load change?): measuring the bracket again")
+            lo, hi = search.at(lo.requested, lo.kept), search.at(hi.requested, hi.kept)
+            log(f"  {lo.flops_ratio:.3f} of the FLOPs: {lo.ms:.2f} ms; {hi.flops_ratio:.3f}: {hi.ms:.2f} ms")
+            history += [lo, hi]
+            current = [lo, hi]
+            _check_unpruned(hi, target, again=True)
+        current.append(trial)
+        if trial.ms > goal and trial.flops_ratio < hi.flops_ratio:
+            hi = trial
+        elif trial.ms <= goal and trial.flops_ratio > lo.flops_ratio:
+            lo = trial
+    unpruned = next(t for t in reversed(history) if t.flops_ratio >= 1.0)
+    return _Outcome(_best(current, goal), history, unpruned)
 
 
-def _best(trials: list[Trial] | tuple[Trial, ...], goal: float) -> Trial:
-    """The pruned level closest to the target (``trials[0]`` is the unpruned network)."""
-    return min(trials[1:], key=lambda t: abs(t.ms - goal))
+def _check_unpruned(full: Trial, target: LatencyTarget, again: bool = False) -> None:
+    """A target at or above the unpruned network's latency leaves nothing to prune."""
+    if full.flops_ratio >= 1.0 and target.target_ms >= full.ms:
+        again_note = " when measured again (the machine's load changed during the search)" if again else ""
+        raise InputError(
+            f"the unpruned model runs in {full.ms:.2f} ms on {target.backend} at batch {target.batch}{again_note}, "
+            f"under the {target.target_ms:g} ms target: nothing to prune"
+        )
+
+
+def _check_floor(floor: Trial, target: LatencyTarget, method: str) -> None:
+    """A target below the most pruned network's latency cannot be reached."""
+    if floor.ms > target.target_ms * (1 + target.tolerance):
+        raise MethodError(
+            f"{target.target_ms:g} ms is below what {method} can reach with these options: its most pruned "
+            f"network ({floor.flops_ratio:.3f} of the FLOPs) runs in {floor.ms:.2f} ms on {target.backend} at "
+            f"batch {target.batch} (try --residual, a smaller --round-to, or higher sensitivity --rates)"
+        )
+
+
+def _best(trials: list[Trial], goal: float) -> Trial:
+    """The pruned level closest to the target."""
+    return min((t for t in trials if t.flops_ratio < 1.0), key=lambda t: abs(t.ms - goal))
 
 
 def _met(trial: Trial, target: LatencyTarget) -> bool:
@@ -279,24 +317,23 @@ def prune_for_latency(
     flops0, params0 = count_flops(model, model.config.input_size), count_params(model)
     criterion = spec.make_criterion()
     groups = score_model(model, criterion, options, data)
-    trials = _search(_Search(model, groups, options, criterion, timer), target, method, log or (lambda _: None))
-    best = _best(trials, target.target_ms)
+    outcome = _search(_Search(model, groups, options, criterion, timer), target, method, log or (lambda _: None))
+    best = outcome.best
     apply_plan(model, select_channels(groups, best.kept))
     if options.finetune_epochs and data is not None:
         data.fit(model, options.finetune_epochs)
     record = pruning_record(
         model, spec, dataclasses.replace(options, target_flops=best.requested), groups, flops0, params0
     )
-    record["latency_target"] = _latency_record(target, best, trials, getattr(timer, "device_name", None))
+    record["latency_target"] = _latency_record(target, outcome, getattr(timer, "device_name", None))
     return record
 
 
-def _latency_record(
-    target: LatencyTarget, best: Trial, trials: tuple[Trial, ...], device: str | None
-) -> dict[str, Any]:
+def _latency_record(target: LatencyTarget, outcome: _Outcome, device: str | None) -> dict[str, Any]:
     from reidcompress.verify.environment import cpu_name, environment
 
     device = device or target.device
+    best = outcome.best
     return {
         "target_ms": target.target_ms,
         "measured_ms": best.ms,
@@ -308,8 +345,8 @@ def _latency_record(
         "batch": target.batch,
         "threads": target.threads,
         "device": f"cpu ({cpu_name()})" if device == "cpu" else device,
-        "unpruned_ms": trials[0].ms,
-        "trials": [t.to_dict() for t in trials],
+        "unpruned_ms": outcome.unpruned.ms,
+        "trials": [t.to_dict() for t in outcome.history],
         "environment": environment(target.device, target.threads),
     }
 
