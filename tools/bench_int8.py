@@ -31,7 +31,7 @@ from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.prune import PruneOptions, prune_checkpoint
 from reidcompress.runtime.onnx_backend import OnnxEmbedder
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import compare_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
 
 def log(msg: str) -> None:
@@ -47,9 +47,15 @@ def models(args: argparse.Namespace) -> dict[str, Path]:
     if not ckpt.exists():
         torch.manual_seed(0)
         save_model(ckpt, ReIDNet(ReIDConfig(arch=args.arch, input_size=size)).eval())
-    pruned = w / f"{ckpt.stem}-{args.method}-{args.target_flops:g}.pt"
+    suffix = (
+        f"-r{args.round_to}" + ("-residual" if args.residual else "")
+        if (args.round_to, args.residual) != (8, False)
+        else ""
+    )
+    pruned = w / f"{ckpt.stem}-{args.method}-{args.target_flops:g}{suffix}.pt"
     if not pruned.exists():
-        prune_checkpoint(ckpt, pruned, args.method, PruneOptions(target_flops=args.target_flops))
+        options = PruneOptions(target_flops=args.target_flops, round_to=args.round_to, residual=args.residual)
+        prune_checkpoint(ckpt, pruned, args.method, options)
     calib = args.calib_data or w / "calib"
     if not calib.exists():
         from reidcompress.data.synth import synthesize
@@ -74,7 +80,7 @@ def models(args: argparse.Namespace) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     paths = models(args)
-    embedders = {name: OnnxEmbedder(p, threads=args.threads) for name, p in paths.items()}
+    embedders = {name: OnnxEmbedder(p, threads=args.threads, spinning=MEASURE_SPINNING) for name, p in paths.items()}
     load_before = os.getloadavg()
     rows = []
     for b in args.batches:
@@ -100,6 +106,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "input_size": list(args.input_size),
         "method": args.method,
         "target_flops": args.target_flops,
+        "round_to": args.round_to,
+        "residual": args.residual,
         "calib_method": args.calib_method,
         "threads": args.threads,
         "models": {k: str(v) for k, v in paths.items()},
@@ -135,6 +143,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--input-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(256, 128))
     ap.add_argument("--method", default="hao_li")
     ap.add_argument("--target-flops", type=float, default=0.5)
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--calib-data", type=Path, default=None)
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--calib-method", default="minmax")

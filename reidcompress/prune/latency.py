@@ -33,7 +33,7 @@ from reidcompress.prune.registry import get_method
 from reidcompress.prune.strategies.oneshot import most_pruned, plan_kept, score_model
 from reidcompress.prune.training import PruneData
 from reidcompress.runtime.base import Embedder
-from reidcompress.verify.latency import Clock, LatencyStats, embedder_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, Clock, LatencyStats, embedder_latency
 
 __all__ = ["BACKENDS", "LatencyTarget", "BackendTimer", "Trial", "prune_for_latency", "latency_summary"]
 
@@ -140,7 +140,7 @@ class BackendTimer:
             if t.backend == "onnxruntime":
                 from reidcompress.runtime.onnx_backend import OnnxEmbedder
 
-                with OnnxEmbedder(onnx_path, device=t.device, threads=t.threads) as emb:
+                with OnnxEmbedder(onnx_path, device=t.device, threads=t.threads, spinning=MEASURE_SPINNING) as emb:
                     yield emb
                 return
             from reidcompress.export.tensorrt import EngineSpec, build_engine

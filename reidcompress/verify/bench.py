@@ -13,7 +13,7 @@ from reidcompress.errors import InputError
 from reidcompress.runtime.base import load_embedder
 from reidcompress.verify.api import _complexity
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import compare_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
 __all__ = ["bench", "plot_bench"]
 
@@ -35,7 +35,7 @@ def bench(
     embedders = {}
     try:
         for path in models:
-            embedders[str(path)] = load_embedder(path, device=device, threads=threads)
+            embedders[str(path)] = load_embedder(path, device=device, threads=threads, spinning=MEASURE_SPINNING)
         # All models timed together, interleaved, so a busy moment on the machine cannot favour one.
         stats = {
             b: compare_latency(embedders, b, warmup=warmup, runs=runs, max_seconds=max_seconds) for b in batch_sizes
