@@ -8,10 +8,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from reidcompress.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_text", "check_output_path", "file_sha256", "require_file"]
+__all__ = ["atomic_path", "atomic_write_text", "check_output_path", "file_sha256", "require_file", "save_figure"]
 
 
 def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
@@ -57,6 +58,14 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(final) as tmp:
         tmp.write_text(text)
     return Path(final)
+
+
+def save_figure(fig: Any, out: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (PNG by default)."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=dpi)
+    return out
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from typer.testing import CliRunner
 
 from reidcompress.cli import app
@@ -72,3 +73,14 @@ def test_bench_bad_input(tmp_path) -> None:
     (tmp_path / "m.pt").write_bytes(b"x")
     res = runner.invoke(app, ["bench", str(tmp_path / "m.pt"), "--batch-sizes", "0"])
     assert res.exit_code == 2
+
+
+def test_timed_onnx_sessions_do_not_spin(tiny_model, tmp_path) -> None:
+    from reidcompress.runtime import load_embedder
+    from reidcompress.verify.latency import MEASURE_SPINNING
+
+    onnx_path = export_onnx(save_model(tmp_path / "t.pt", tiny_model), tmp_path / "t.onnx").path
+    key = "session.intra_op.allow_spinning"
+    with load_embedder(onnx_path, threads=1, spinning=MEASURE_SPINNING) as emb:
+        assert emb.session.get_session_options().get_session_config_entry(key) == "0"
+        assert emb.embed(np.zeros((2, 3, 64, 32), np.float32)).shape == (2, 128)

@@ -25,13 +25,13 @@ from reidcompress.models.checkpoint import save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.prune import PruneOptions, prune_model
 from reidcompress.runtime.onnx_backend import OnnxEmbedder
-from reidcompress.verify.latency import compare_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
 
 def onnx_model(model: ReIDNet, tmp: Path, name: str, threads: int) -> OnnxEmbedder:
     """The model as `reidcompress export` writes it (simplified, parity-checked), in ONNX Runtime."""
     onnx_path = export_onnx(save_model(tmp / f"{name}.pt", model), tmp / f"{name}.onnx").path
-    return OnnxEmbedder(onnx_path, threads=threads)
+    return OnnxEmbedder(onnx_path, threads=threads, spinning=MEASURE_SPINNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ def _register() -> None:
         info,
         methods,
         prune,
+        sensitivity,
         train,
         verify,
     )
@@ -52,6 +53,7 @@ def _register() -> None:
     app.command("train")(train.train_cmd)
     app.command("finetune")(finetune.finetune_cmd)
     app.command("prune")(prune.prune_cmd)
+    app.command("sensitivity")(sensitivity.sensitivity_cmd)
     app.command("methods")(methods.methods_cmd)
     app.command("export")(export.export_cmd)
     app.command("verify")(verify.verify_cmd)

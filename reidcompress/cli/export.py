@@ -12,6 +12,7 @@ from reidcompress.errors import BackendUnavailableError, InputError
 from reidcompress.export.onnx import ExportError, export_onnx
 
 _TRT = "TensorRT (--trt)"
+_INT8 = "INT8 (--int8 for ONNX Runtime, --trt --precision int8 for TensorRT)"
 
 
 @handle_errors
@@ -28,6 +29,20 @@ def export_cmd(
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxsim.")] = True,
     data: Annotated[Path | None, typer.Option(help="Dataset whose query images the parity check uses.")] = None,
     dataset: Annotated[str, typer.Option(help="Layout of --data/--calib-data.")] = "market1501",
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write a statically quantised INT8 (QDQ) model for ONNX Runtime (needs --calib-data).",
+            rich_help_panel=_INT8,
+        ),
+    ] = False,
+    int8_output: Annotated[
+        Path | None, typer.Option(help="INT8 model path (default: OUTPUT with .int8.onnx).", rich_help_panel=_INT8)
+    ] = None,
+    calib_method: Annotated[
+        str, typer.Option(help="--int8 calibration: minmax | entropy | percentile.", rich_help_panel=_INT8)
+    ] = "minmax",
     trt: Annotated[
         bool,
         typer.Option(
@@ -40,9 +55,9 @@ def export_cmd(
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8.", rich_help_panel=_TRT)] = "fp16",
     calib_data: Annotated[
         Path | None,
-        typer.Option(help="INT8 calibration dataset (training split; target domain).", rich_help_panel=_TRT),
+        typer.Option(help="INT8 calibration dataset (training split; target domain).", rich_help_panel=_INT8),
     ] = None,
-    calib_images: Annotated[int, typer.Option(help="INT8 calibration images.", rich_help_panel=_TRT)] = 512,
+    calib_images: Annotated[int, typer.Option(help="INT8 calibration images.", rich_help_panel=_INT8)] = 512,
     min_batch: Annotated[int, typer.Option(help="Profile minimum batch.", rich_help_panel=_TRT)] = 1,
     opt_batch: Annotated[int, typer.Option(help="Profile batch TensorRT optimises for.", rich_help_panel=_TRT)] = 8,
     max_batch: Annotated[int, typer.Option(help="Profile maximum batch.", rich_help_panel=_TRT)] = 32,
@@ -58,6 +73,7 @@ def export_cmd(
     engine = engine or output.with_suffix(".engine")
     if spec is not None and spec.precision == "int8" and calib_data is None and not Path(f"{engine}.calib").exists():
         raise InputError("--precision int8 needs --calib-data DIR (target-domain training images)")
+    int8_path = _check_int8(ckpt, output, int8_output, calib_data, calib_method, fp16) if int8 else None
     try:
         result = export_onnx(
             ckpt,
@@ -74,12 +90,53 @@ def export_cmd(
         raise typer.Exit(1) from None
     summary: dict[str, Any] = result.to_dict()
     console.print(f"wrote {output} ({result.exporter} exporter, opset {result.opset}); {result.parity.summary()}")
+    if int8_path is not None:
+        assert calib_data is not None
+        try:
+            summary["int8"] = _int8(output, int8_path, calib_data, dataset, calib_images, calib_method, data)
+        except ExportError as e:
+            typer.echo(f"error: {e} ({output} was written; {int8_path} was not)", err=True)
+            raise typer.Exit(1) from None
     if spec is not None:
         summary["engine"] = _build(
             output, engine or output.with_suffix(".engine"), spec, calib_data, dataset, calib_images
         )
     if json_out:
         emit_json(summary)
+
+
+def _check_int8(
+    ckpt: Path, output: Path, int8_output: Path | None, calib_data: Path | None, method: str, fp16: bool
+) -> Path:
+    """Everything --int8 needs, checked before anything is written."""
+    from reidcompress._io import check_output_path
+    from reidcompress.export.quantize import check_calib_method
+
+    if calib_data is None:
+        raise InputError("--int8 needs --calib-data DIR (target-domain training images to calibrate on)")
+    if fp16:
+        raise InputError("--int8 quantises the fp32 model: drop --fp16")
+    check_calib_method(method)
+    path = int8_output or output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
+    if path.suffix.lower() != ".onnx" or path.resolve() == output.resolve():
+        raise InputError(f"the INT8 model needs its own .onnx path, got {path}")
+    return check_output_path(path, ckpt)
+
+
+def _int8(
+    fp32: Path, out: Path, calib_data: Path, dataset: str, n: int, method: str, parity_data: Path | None
+) -> dict[str, Any]:
+    from reidcompress.export.calibration import calibration_batches, reference_images
+    from reidcompress.export.onnx import read_metadata
+    from reidcompress.export.quantize import quantize_onnx
+
+    size = tuple(read_metadata(fp32)["input_size"])
+    with console.status(f"calibrating INT8 ({method}) on {n} images..."):
+        batches = calibration_batches(calib_data, size, dataset=dataset, num_images=n, batch_size=16)
+        images = reference_images(size, parity_data or calib_data, dataset, n=64)
+        res = quantize_onnx(fp32, out, batches, method=method, parity_images=images)
+    console.print(res.summary())
+    return res.to_dict()
 
 
 def _engine_spec(precision: str, min_batch: int, opt_batch: int, max_batch: int, workspace: int) -> Any:

@@ -11,6 +11,7 @@ from rich.table import Table
 from reidcompress.cli._common import emit_json, handle_errors, out_console
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.summary import model_summary
+from reidcompress.prune.latency import latency_summary
 
 
 def model_info(path: Path) -> dict[str, Any]:
@@ -42,6 +43,10 @@ def _table(info: dict[str, Any]) -> Table:
     t.add_row(
         "pruning", "none" if not pr else ", ".join(f"{k}={v}" for k, v in pr.items() if not isinstance(v, dict | list))
     )
+    if pr and (lat := pr.get("latency_target")):
+        t.add_row("latency target", latency_summary(lat))
+    if pr and (sens := pr.get("sensitivity")):
+        t.add_row("per-layer rates", f"from {sens['file']} ({sens['method']}, {sens['metric']} drops)")
     return t
 
 

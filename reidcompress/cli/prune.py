@@ -9,7 +9,11 @@ import typer
 from rich.table import Table
 
 from reidcompress.cli._common import console, emit_json, handle_errors, out_console
+from reidcompress.errors import InputError
 from reidcompress.prune import PruneOptions, prune_checkpoint
+from reidcompress.prune.latency import LatencyTarget, latency_summary
+
+_LAT = "Latency target (--target-latency)"
 
 
 def _table(res: dict[str, Any]) -> Table:
@@ -21,6 +25,9 @@ def _table(res: dict[str, Any]) -> Table:
     p0, p1 = res["params_before"], res["params_after"]
     t.add_row("params (M)", f"{p0 / 1e6:.3f}", f"{p1 / 1e6:.3f}", f"{p1 / p0:.3f}")
     t.add_row("embedding", str(res["embedding_dim"]), str(res["embedding_dim"]), "1.000")
+    if lat := res.get("latency_target"):
+        m0, m1 = lat["unpruned_ms"], lat["measured_ms"]
+        t.add_row(f"p50 ms ({lat['backend']}, batch {lat['batch']})", f"{m0:.2f}", f"{m1:.2f}", f"{m1 / m0:.3f}")
     return t
 
 
@@ -56,10 +63,36 @@ def prune_cmd(
     accuracy_tolerance: Annotated[
         float, typer.Option(help="afp/play_and_prune: held-out mAP points a pruning step may lose.")
     ] = 2.0,
-    device: Annotated[str, typer.Option(help="cpu | cuda[:N] for calibration and training.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] for calibration, training and latency.")] = "cpu",
+    sensitivity: Annotated[
+        Path | None,
+        typer.Option(help="sensitivity.json from `reidcompress sensitivity`: per-layer rates for the target."),
+    ] = None,
+    target_latency: Annotated[
+        float | None,
+        typer.Option(help="Median latency to meet, in ms: the level is searched (within 5%).", rich_help_panel=_LAT),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="onnxruntime (the exported ONNX; default) | torch | tensorrt (an fp16 engine).", rich_help_panel=_LAT
+        ),
+    ] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size timed (default 1).", rich_help_panel=_LAT)] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads while timing.", rich_help_panel=_LAT)] = None,
+    latency_runs: Annotated[int, typer.Option(help="Timed runs per level.", rich_help_panel=_LAT)] = 30,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Remove channels (FLOPs, parameters and latency drop); the embedding size never changes."""
+    """Remove channels (FLOPs, parameters and latency drop); the embedding size never changes.
+
+    Give the amount as --rate, --target-flops, or --target-latency MS (measured on --backend, this machine).
+    """
+    latency = _latency_target(target_latency, backend, batch, threads, latency_runs, device)
+    profile = None
+    if sensitivity is not None:
+        from reidcompress.prune.sensitivity import SensitivityProfile
+
+        profile = SensitivityProfile.load(sensitivity)
     options = PruneOptions(
         rate=rate,
         target_flops=target_flops,
@@ -74,12 +107,37 @@ def prune_cmd(
         weak_scale=weak_scale,
         holdout=holdout,
         accuracy_tolerance=accuracy_tolerance,
+        sensitivity=profile,
     )
     with console.status(f"pruning with {method}..."):
-        res = prune_checkpoint(checkpoint, out, method, options, data_root=data, dataset=dataset, device=device)
-    if res.get("target_met") is False:
+        res = prune_checkpoint(
+            checkpoint,
+            out,
+            method,
+            options,
+            data_root=data,
+            dataset=dataset,
+            device=device,
+            latency=latency,
+            log=lambda line: console.print(f"  {line}"),
+        )
+    if res.get("target_met") is False and latency is None:
         console.print(f"[yellow]warning: FLOPs ratio {res['flops_ratio']:.3f} is not within 2% of {target_flops}")
+    if lat := res.get("latency_target"):
+        console.print(("" if lat["within_tolerance"] else "[yellow]warning: ") + latency_summary(lat))
     if json_out:
         emit_json({k: v for k, v in res.items() if k != "previous"})
     else:
         out_console.print(_table(res))
+
+
+def _latency_target(
+    target_ms: float | None, backend: str | None, batch: int | None, threads: int | None, runs: int, device: str
+) -> LatencyTarget | None:
+    if target_ms is None:
+        if backend is not None or batch is not None or threads is not None:
+            raise InputError("--backend, --batch and --threads set how --target-latency is measured: give it too")
+        return None
+    return LatencyTarget(
+        target_ms, backend=backend or "onnxruntime", batch=batch or 1, threads=threads, device=device, runs=runs
+    )

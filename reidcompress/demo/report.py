@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from reidcompress._io import atomic_path, atomic_write_text
+from reidcompress._io import atomic_write_text, save_figure
 from reidcompress.demo.config import DemoConfig
 from reidcompress.verify.report import model_rows
 
@@ -146,8 +146,7 @@ def _plots(workdir: Path, s: dict[str, Any]) -> list[str]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def write_markdown(workdir: Path, s: dict[str, Any]) -> Path:

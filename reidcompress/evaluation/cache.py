@@ -20,7 +20,7 @@ import numpy as np
 
 from reidcompress._io import atomic_path, atomic_write_text, file_sha256
 
-__all__ = ["FeatureCache", "default_cache_dir"]
+__all__ = ["FeatureCache", "default_cache_dir", "items_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "reidcompress" / "features"
 
 
-def _items_digest(items: Sequence[Any]) -> str:
+def items_digest(items: Sequence[Any]) -> str:
+    """A hash of image items: paths, labels, sizes and modification times (a changed file changes it)."""
     h = hashlib.sha256()
     for it in items:
         st = os.stat(it.path)
@@ -65,7 +66,7 @@ class FeatureCache:
             "model": self._model_hash(Path(source)),
             "runtime": embedder.describe(),
             "flip": flip,
-            "items": _items_digest(items),
+            "items": items_digest(items),
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -26,7 +26,16 @@ from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops, count_params
 from reidcompress.runtime.torch_backend import TorchEmbedder
 
-__all__ = ["ExportResult", "ExportError", "export_onnx", "read_metadata", "INPUT", "OUTPUT", "META_PREFIX"]
+__all__ = [
+    "ExportResult",
+    "ExportError",
+    "export_onnx",
+    "write_onnx",
+    "read_metadata",
+    "INPUT",
+    "OUTPUT",
+    "META_PREFIX",
+]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +166,26 @@ def _finish(path: Path, metadata: dict[str, str], simplify: bool, fp16: bool) ->
     return simplified
 
 
+def write_onnx(
+    model: ReIDNet,
+    path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    fp16: bool = False,
+    simplify: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> tuple[str, bool]:
+    """Write ``model`` (put in eval mode) as ONNX at ``path`` as ``export`` does, without the parity check.
+
+    Returns the exporter used and whether onnxsim simplified the graph.
+    """
+    path = Path(path)
+    model.eval()
+    exporter = _torch_export(model, path, opset, dynamic_batch)
+    return exporter, _finish(path, metadata or {}, simplify, fp16)
+
+
 def export_onnx(
     ckpt: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -186,9 +215,10 @@ def export_onnx(
     images = reference_images(model.config.input_size, parity_data, dataset)
     required = min_cosine if min_cosine is not None else (0.999 if fp16 else 0.9999)
     with atomic_path(out) as tmp:
-        exporter = _torch_export(model, tmp, opset, dynamic_batch)
         meta = model_metadata(model, src, "fp16" if fp16 else "fp32")
-        simplified = _finish(tmp, meta, simplify, fp16)
+        exporter, simplified = write_onnx(
+            model, tmp, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, metadata=meta
+        )
         with OnnxEmbedder(tmp) as onnx_model:
             _check_batches(onnx_model, images, dynamic_batch)
             parity = check_parity(TorchEmbedder(model), onnx_model, images, required)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reidcompress._io import check_output_path, require_file
+from reidcompress.errors import InputError
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import conv_widths, count_flops, count_params
 from reidcompress.prune.engine import ScoredGroup
 from reidcompress.prune.options import PruneOptions
-from reidcompress.prune.registry import get_method
+from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
 from reidcompress.prune.training import PruneData
 
-__all__ = ["prune_model", "prune_checkpoint", "load_prune_data"]
+if TYPE_CHECKING:
+    from reidcompress.prune.latency import LatencyTarget
+
+__all__ = ["prune_model", "prune_checkpoint", "load_prune_data", "pruning_record"]
 
 
 def _complexity(model: ReIDNet) -> tuple[int, int]:
@@ -38,8 +43,15 @@ def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneD
     flops0, params0 = _complexity(model)
     embedding_dim = model.embedding_dim
     groups = STRATEGIES[spec.strategy](model, spec.make_criterion(), options, data)
-    flops1, params1 = _complexity(model)
     assert model.embedding_dim == embedding_dim, "the embedding width must never change"
+    return pruning_record(model, spec, options, groups, flops0, params0)
+
+
+def pruning_record(
+    model: ReIDNet, spec: MethodSpec, options: PruneOptions, groups: list[ScoredGroup], flops0: int, params0: int
+) -> dict[str, Any]:
+    """The record of a finished pruning of ``model`` (``flops0``/``params0``: before), stored as ``model.pruning``."""
+    flops1, params1 = _complexity(model)
     widths = conv_widths(model)
     record: dict[str, Any] = {
         "method": spec.name,
@@ -58,7 +70,7 @@ def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneD
         "flops_ratio": flops1 / flops0,
         "params_before": params0,
         "params_after": params1,
-        "embedding_dim": embedding_dim,
+        "embedding_dim": model.embedding_dim,
         "input_size": list(model.config.input_size),
         "conv_widths": widths,
         "group_rates": _group_rates(groups, widths),
@@ -68,6 +80,8 @@ def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneD
     controller = model.meta.pop("controller", None)
     if controller is not None:
         record["controller"] = controller
+    if options.sensitivity is not None:
+        record["sensitivity"] = options.sensitivity.describe()
     if model.pruning:
         record["previous"] = model.pruning
     model.pruning = record
@@ -90,17 +104,34 @@ def prune_checkpoint(
     data_root: str | os.PathLike[str] | None = None,
     dataset: str = "market1501",
     device: str = "cpu",
+    latency: LatencyTarget | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, prune it, save the result (atomically) with its pruning record.
 
+    With ``latency``, the level is searched until the measured latency meets it (``prune.latency``).
     Every option is checked before the (possibly long) work starts; a failure writes nothing.
     """
+    from dataclasses import replace
+
     require_file(checkpoint, "checkpoint")
     out_path = check_output_path(out, checkpoint)
-    options.check(get_method(method), has_data=data_root is not None)
+    spec = get_method(method)
+    if latency is None:
+        options.check(spec, has_data=data_root is not None)
+    else:
+        if options.rate is not None or options.target_flops is not None:
+            raise InputError("give exactly one of --rate, --target-flops or --target-latency")
+        replace(options, target_flops=1.0).check(spec, has_data=data_root is not None)
+        latency.check()
     data = load_prune_data(data_root, dataset, device=device) if data_root is not None else None
     model = load_model(checkpoint, map_location=device)
-    record = prune_model(model, method, options, data)
+    if latency is None:
+        record = prune_model(model, method, options, data)
+    else:
+        from reidcompress.prune.latency import prune_for_latency
+
+        record = prune_for_latency(model, method, options, latency, data, log=log)
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
     return {"checkpoint": str(checkpoint), "out": str(out_path), **record}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reidcompress.errors import InputError, MethodError
 from reidcompress.prune.planning import SCOPES
 from reidcompress.prune.registry import MethodSpec
+
+if TYPE_CHECKING:
+    from reidcompress.prune.sensitivity import SensitivityProfile
 
 __all__ = ["PruneOptions"]
 
@@ -34,6 +38,8 @@ class PruneOptions:
             ReID accuracy on (at least 4 identities).
         accuracy_tolerance: accuracy-controlled methods: the held-out mAP (percentage points) a pruning
             step may lose against the unpruned network and still be accepted.
+        sensitivity: per-layer rates from a sensitivity analysis instead of one rate for all groups
+            (one-shot methods, with a FLOPs target; a latency target searches FLOPs targets).
     """
 
     rate: float | None = None
@@ -50,6 +56,7 @@ class PruneOptions:
     tolerance: float = 0.02
     holdout: float = 0.2
     accuracy_tolerance: float = 2.0
+    sensitivity: SensitivityProfile | None = None
 
     def check(self, spec: MethodSpec, has_data: bool) -> None:
         """Raise InputError/MethodError for anything the method cannot run with."""
@@ -78,6 +85,22 @@ class PruneOptions:
             raise MethodError(f"--steps applies to one-shot methods; {spec.name} is {spec.strategy}")
         if spec.needs_training and self.epochs < 1:
             raise MethodError(f"{spec.name} prunes while training: give --epochs N (and --data)")
+        if self.sensitivity is not None:
+            self._check_sensitivity(spec)
         if not has_data and (spec.needs_data or spec.needs_training or self.finetune_epochs > 0):
             why = "calibration images" if not spec.needs_training and not self.finetune_epochs else "training images"
             raise MethodError(f"{spec.name} needs {why}: give --data DIR")
+
+    def _check_sensitivity(self, spec: MethodSpec) -> None:
+        assert self.sensitivity is not None
+        if self.target_flops is None:
+            raise InputError("--sensitivity gives per-layer rates for a target: use --target-flops or --target-latency")
+        if spec.strategy != "oneshot":
+            raise MethodError(f"--sensitivity applies to one-shot pruning; {spec.name} is {spec.strategy}")
+        if self.steps > 1:
+            raise InputError("--sensitivity plans one step from the unpruned network's analysis: drop --steps")
+        if self.scope != "local":
+            raise InputError("--sensitivity sets every group's rate itself: it cannot be combined with --scope global")
+        if self.sensitivity.residual != self.residual:
+            flag = "--residual" if self.sensitivity.residual else "--no-residual"
+            raise InputError(f"{self.sensitivity.path} was analysed with {flag}: prune with {flag} too")

@@ -1,4 +1,5 @@
-"""How many channels each group keeps: rate -> counts (local or global), rounding, FLOPs targets.
+"""How many channels each group keeps: rate -> counts (local or global), rounding, FLOPs targets,
+and per-group counts from accuracy costs (a sensitivity analysis) for a FLOPs target.
 
 All of it works on scores computed beforehand (``engine.score_groups``) and on a FLOPs model of the
 unpruned network, so searching a FLOPs target never touches the network; the caller verifies the
@@ -18,10 +19,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from reidcompress.errors import MethodError
 from reidcompress.prune.engine import ScoredGroup
 
-__all__ = ["SCOPES", "FlopModel", "round_kept", "kept_for_rate", "kept_for_flops"]
+__all__ = ["SCOPES", "MAX_RATE", "FlopModel", "round_kept", "kept_for_rate", "kept_for_flops", "kept_for_costs"]
 
 SCOPES = ("local", "global")
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
+Cost = Callable[[str, float], float]  # (group root, fraction of its channels removed) -> accuracy cost
 MAX_RATE = 0.999
 
 
@@ -201,4 +203,70 @@ def _give_back(
             break
         g_size = next(g.size for g in groups if g.root == best[1])
         kept[best[1]] = min(g_size, kept[best[1]] + round_to)
+    return kept
+
+
+def _step_down(kept: int, floor: int, round_to: int) -> int | None:
+    """The next smaller multiple of ``round_to`` at or above ``floor``, or None when the group is done."""
+    nxt = (kept - 1) // round_to * round_to
+    return nxt if nxt >= max(floor, round_to) else None
+
+
+def kept_for_costs(
+    groups: Sequence[ScoredGroup],
+    flop_model: FlopModel,
+    target: float,
+    cost: Cost,
+    *,
+    min_kept: Mapping[str, int],
+    round_to: int = 1,
+    tolerance: float = 0.02,
+) -> dict[str, int]:
+    """Per-group channel counts for absolute FLOPs ``target`` that give up the least accuracy.
+
+    Greedy marginal allocation: from the whole network, repeatedly remove ``round_to`` channels from
+    the group whose next step costs the least accuracy per FLOP saved, so layers that cost little per
+    FLOP give more channels. ``cost(root, rate)`` must not decrease with the rate; ``min_kept`` bounds
+    each group (the rates a sensitivity analysis measured). A step changes the FLOPs of its own convs
+    only, so only the groups sharing a conv with the last one stepped are re-priced.
+
+    Raises:
+        MethodError: the target is below what ``min_kept`` allows.
+    """
+    kept = {g.root: g.size for g in groups}
+    sizes = dict(kept)
+    convs = {g.root: set(g.out_convs) | set(g.in_convs) for g in groups}
+    neighbours = {r: [o for o in convs if convs[o] & convs[r]] for r in convs}
+    flops = flop_model.estimate(groups, kept)
+    steps: dict[str, tuple[float, int, int] | None] = {}
+
+    def price(root: str) -> tuple[float, int, int] | None:
+        nxt = _step_down(kept[root], min_kept[root], round_to)
+        if nxt is None:
+            return None
+        saved = flops - flop_model.estimate(groups, {**kept, root: nxt})
+        if saved <= 0:
+            return None
+        extra = max(0.0, cost(root, 1 - nxt / sizes[root]) - cost(root, 1 - kept[root] / sizes[root]))
+        return extra / saved, -saved, nxt
+
+    for root in kept:
+        steps[root] = price(root)
+    previous = dict(kept), flops
+    while flops > target:
+        options = [(s, r) for r, s in steps.items() if s is not None]
+        if not options:
+            reachable = flops / flop_model.total
+            raise MethodError(
+                f"cannot reach {target / flop_model.total:.3f} of the FLOPs within the analysed rates: at most "
+                f"{1 - reachable:.3f} can be removed (analyse higher --rates, or use a smaller --round-to)"
+            )
+        (_, neg_saved, nxt), root = min(options)
+        previous = dict(kept), flops
+        kept[root] = nxt
+        flops += neg_saved
+        for r in neighbours[root]:
+            steps[r] = price(r)
+    if abs(previous[1] - target) < abs(flops - target) and previous[1] <= target * (1 + tolerance):
+        return previous[0]
     return kept

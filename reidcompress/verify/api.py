@@ -22,7 +22,7 @@ from reidcompress.export.calibration import image_batches, sample_items
 from reidcompress.export.parity import compare_embeddings, embed_all
 from reidcompress.runtime.base import Embedder, load_embedder
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import compare_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
 __all__ = ["Tolerances", "Check", "ModelReport", "VerifyResult", "verify", "network_id"]
 
@@ -153,7 +153,10 @@ def _report(path: Path, role: str, s: _Settings) -> tuple[ModelReport, Embedder]
 
 def _latencies(reports: list[ModelReport], s: _Settings) -> None:
     """Time every model together, interleaved, so a busy machine cannot favour one of them."""
-    embedders = {str(i): load_embedder(r.path, device=s.device, threads=s.threads) for i, r in enumerate(reports)}
+    embedders = {
+        str(i): load_embedder(r.path, device=s.device, threads=s.threads, spinning=MEASURE_SPINNING)
+        for i, r in enumerate(reports)
+    }
     try:
         for b in s.latency_batches:
             stats = compare_latency(embedders, b, runs=s.latency_runs)

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reidcompress._io import atomic_path
+from reidcompress._io import save_figure
 from reidcompress.errors import InputError
 from reidcompress.runtime.base import load_embedder
 from reidcompress.verify.api import _complexity
 from reidcompress.verify.environment import environment
-from reidcompress.verify.latency import compare_latency
+from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
 __all__ = ["bench", "plot_bench"]
 
@@ -35,7 +35,7 @@ def bench(
     embedders = {}
     try:
         for path in models:
-            embedders[str(path)] = load_embedder(path, device=device, threads=threads)
+            embedders[str(path)] = load_embedder(path, device=device, threads=threads, spinning=MEASURE_SPINNING)
         # All models timed together, interleaved, so a busy moment on the machine cannot favour one.
         stats = {
             b: compare_latency(embedders, b, warmup=warmup, runs=runs, max_seconds=max_seconds) for b in batch_sizes
@@ -91,8 +91,6 @@ def plot_bench(
             ax2.annotate(name, (ms, r1), fontsize=8)
         ax2.set(xlabel="p50 latency at batch 1 (ms)", ylabel="rank-1 (%)", title="rank-1 vs latency")
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120)
+    path = save_figure(fig, out)
     plt.close(fig)
-    return out
+    return path

@@ -48,7 +48,7 @@ def environment(device: str = "cpu", threads: int | None = None) -> dict[str, An
         "cpu_cores": os.cpu_count(),
         "threads": threads if threads else torch.get_num_threads(),
         "device": device,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "onnxruntime": onnxruntime.__version__,
     }
     if torch.cuda.is_available():

@@ -16,9 +16,19 @@ import numpy as np
 from reidcompress.errors import InputError
 from reidcompress.runtime.base import Embedder
 
-__all__ = ["LatencyStats", "measure", "measure_interleaved", "embedder_latency", "compare_latency"]
+__all__ = [
+    "LatencyStats",
+    "MEASURE_SPINNING",
+    "measure",
+    "measure_interleaved",
+    "embedder_latency",
+    "compare_latency",
+]
 
 Clock = Callable[[], float]
+# How models are opened for timing (``load_embedder(..., spinning=MEASURE_SPINNING)``): ONNX Runtime
+# workers that spin-wait after a run take the cores from the next model timed in turn.
+MEASURE_SPINNING = False
 
 
 @dataclass(frozen=True)
