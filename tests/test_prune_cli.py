@@ -57,6 +57,8 @@ def test_prune_table_for_people(ckpt: Path, tmp_path: Path) -> None:
         (["--method", "play_and_prune", "--rate", "0.5", "--epochs", "2"], "--data"),
         (["--method", "afp", "--rate", "0.5", "--epochs", "2", "--holdout", "1.5"], "--holdout"),
         (["--method", "hao_li", "--rate", "0.5", "--scope", "world"], "--scope"),
+        (["--rate", "0.5"], "give --method"),
+        (["--recipe", "no-such-recipe"], "recipe 'no-such-recipe' not found"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(ckpt: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -101,3 +103,36 @@ def test_bad_data_folder_exit_2(ckpt: Path, tmp_path: Path) -> None:
     args = ["prune", str(ckpt), "-m", "entropy", "--rate", "0.5", "--data", str(tmp_path / "none")]
     res = runner.invoke(app, [*args, "-o", str(tmp_path / "p.pt")])
     assert res.exit_code == 2 and not (tmp_path / "p.pt").exists()
+
+
+def _recipe(tmp_path: Path, prune: dict) -> Path:
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"model": {"arch": "tiny"}, "prune": prune, "finetune": {"epochs": 30, "lr": 1e-4}}))
+    return path
+
+
+def test_recipe_sets_what_the_command_line_does_not(ckpt: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"method": "fpgm", "target_flops": 0.6, "round_to": 2, "residual": True})
+    res = runner.invoke(app, ["prune", str(ckpt), "--recipe", str(recipe), "-o", str(tmp_path / "a.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert (info["method"], info["target_flops"], info["round_to"], info["residual"]) == ("fpgm", 0.6, 2, True)
+    # An amount on the command line replaces the recipe's amount whole; other explicit options win too.
+    args = ["--recipe", str(recipe), "--rate", "0.25", "--round-to", "4", "-o", str(tmp_path / "b.pt"), "--json"]
+    info = json.loads(runner.invoke(app, ["prune", str(ckpt), *args]).stdout)
+    assert (info["method"], info["rate"], info["target_flops"], info["round_to"]) == ("fpgm", 0.25, None, 4)
+
+
+def test_recipe_with_unknown_prune_fields_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"method": "hao_li", "rate": 0.5, "epochs": 3})
+    res = runner.invoke(app, ["prune", str(ckpt), "--recipe", str(recipe), "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 2 and "unknown: ['epochs']" in res.output and not (tmp_path / "p.pt").exists()
+
+
+def test_the_models_recipes_prune_a_checkpoint(ckpt: Path, tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["prune", str(ckpt), "--recipe", "resnet50", "--round-to", "4", "-o", str(tmp_path / "p.pt"), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["method"] == "hao_li" and info["target_met"] and abs(info["flops_ratio"] - 0.5) <= 0.01

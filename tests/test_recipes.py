@@ -82,3 +82,14 @@ def test_train_command_takes_a_recipe_file(synth_root, tmp_path) -> None:
     assert json.loads(res.stdout.strip().splitlines()[-1])["epochs"] == 1
     res = runner.invoke(app, ["train", "--data", str(synth_root), "--recipe", "nope", "--out", str(tmp_path / "x.pt")])
     assert res.exit_code == 2 and "recipe 'nope' not found" in res.output
+
+
+def test_prune_settings_from_a_recipe_under_the_given_ones() -> None:
+    from reidcompress.prune.options import with_recipe
+
+    fields, train = with_recipe("resnet50", {"method": None, "rate": None, "scope": "global", "target_latency": None})
+    assert fields == {"method": "hao_li", "target_flops": 0.5, "scope": "global", "round_to": 8, "residual": False}
+    # Fine-tuning settings without the run lengths: each pruning-time fit scales its own schedule.
+    assert train["lr"] == 0.00035 and train["p"] == 16 and not {"epochs", "milestones", "warmup_epochs"} & set(train)
+    fields, _ = with_recipe("resnet50", {"target_latency": 8.0})
+    assert "target_flops" not in fields and fields["target_latency"] == 8.0

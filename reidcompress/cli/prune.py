@@ -12,6 +12,7 @@ from reidcompress.cli._common import console, emit_json, handle_errors, out_cons
 from reidcompress.errors import InputError
 from reidcompress.prune import PruneOptions, prune_checkpoint
 from reidcompress.prune.latency import LatencyTarget, latency_summary
+from reidcompress.prune.options import with_recipe
 
 _LAT = "Latency target (--target-latency)"
 
@@ -34,8 +35,17 @@ def _table(res: dict[str, Any]) -> Table:
 @handle_errors
 def prune_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A reidcompress checkpoint.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="Pruning method (see `reidcompress methods`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the pruned checkpoint.")],
+    method: Annotated[
+        str | None, typer.Option("--method", "-m", help="Pruning method (see `reidcompress methods`).")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="A recipe (models/NAME.json or a path): its prune section gives the method, amount, scope, "
+            "round-to and residual not set here; its finetune section the training of training-time methods."
+        ),
+    ] = None,
     rate: Annotated[float | None, typer.Option(help="Fraction of channels removed per group, in [0, 1).")] = None,
     target_flops: Annotated[
         float | None, typer.Option(help="Fraction of the FLOPs to keep, in (0, 1]; lands within 2%.")
@@ -45,11 +55,16 @@ def prune_cmd(
     epochs: Annotated[
         int, typer.Option(help="Training epochs of training-time methods (afp/play_and_prune: at most one per step).")
     ] = 0,
-    scope: Annotated[str, typer.Option(help="local (same rate per group) | global (one ranking).")] = "local",
-    round_to: Annotated[int, typer.Option(help="Kept channel counts are multiples of this.")] = 8,
+    scope: Annotated[
+        str | None, typer.Option(help="local (same rate per group) | global (one ranking). [default: local]")
+    ] = None,
+    round_to: Annotated[
+        int | None, typer.Option(help="Kept channel counts are multiples of this. [default: 8]")
+    ] = None,
     residual: Annotated[
-        bool, typer.Option("--residual/--no-residual", help="Also prune the coupled residual channels.")
-    ] = False,
+        bool | None,
+        typer.Option("--residual/--no-residual", help="Also prune the coupled residual channels. [default: no]"),
+    ] = None,
     steps: Annotated[int, typer.Option(help="One-shot methods: prune in this many increments.")] = 1,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each pruning step.")] = 0,
     calib_batches: Annotated[int, typer.Option(help="Calibration batches for data-driven criteria.")] = 8,
@@ -93,12 +108,17 @@ def prune_cmd(
         from reidcompress.prune.sensitivity import SensitivityProfile
 
         profile = SensitivityProfile.load(sensitivity)
+    chosen: dict[str, Any] = {"method": method, "rate": rate, "target_flops": target_flops, "scope": scope,
+                              "round_to": round_to, "residual": residual, "target_latency": target_latency}  # fmt: skip
+    train_options = None
+    if recipe is not None:
+        chosen, train_options = with_recipe(recipe, chosen)
+    method = chosen.pop("method", None)
+    if method is None:
+        raise InputError("give --method (see `reidcompress methods`) or a --recipe whose prune section names one")
+    chosen.pop("target_latency", None)
     options = PruneOptions(
-        rate=rate,
-        target_flops=target_flops,
-        scope=scope,
-        round_to=round_to,
-        residual=residual,
+        **{k: v for k, v in chosen.items() if v is not None},
         steps=steps,
         finetune_epochs=finetune_epochs,
         epochs=epochs,
@@ -120,9 +140,11 @@ def prune_cmd(
             device=device,
             latency=latency,
             log=lambda line: console.print(f"  {line}"),
+            train_options=train_options,
         )
     if res.get("target_met") is False and latency is None:
-        console.print(f"[yellow]warning: FLOPs ratio {res['flops_ratio']:.3f} is not within 2% of {target_flops}")
+        ratio, target = res["flops_ratio"], options.target_flops
+        console.print(f"[yellow]warning: FLOPs ratio {ratio:.3f} is not within 2% of {target}")
     if lat := res.get("latency_target"):
         console.print(("" if lat["within_tolerance"] else "[yellow]warning: ") + latency_summary(lat))
     if json_out:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,10 +106,12 @@ def prune_checkpoint(
     device: str = "cpu",
     latency: LatencyTarget | None = None,
     log: Callable[[str], None] | None = None,
+    train_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint, prune it, save the result (atomically) with its pruning record.
 
     With ``latency``, the level is searched until the measured latency meets it (``prune.latency``).
+    ``train_options``: TrainConfig fields for training-time methods and fine-tuning (a recipe's).
     Every option is checked before the (possibly long) work starts; a failure writes nothing.
     """
     from dataclasses import replace
@@ -124,7 +126,9 @@ def prune_checkpoint(
             raise InputError("give exactly one of --rate, --target-flops or --target-latency")
         replace(options, target_flops=1.0).check(spec, has_data=data_root is not None)
         latency.check()
-    data = load_prune_data(data_root, dataset, device=device) if data_root is not None else None
+    data = None
+    if data_root is not None:
+        data = load_prune_data(data_root, dataset, device=device, train_options=train_options)
     model = load_model(checkpoint, map_location=device)
     if latency is None:
         record = prune_model(model, method, options, data)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reidcompress.errors import InputError, MethodError
 from reidcompress.prune.planning import SCOPES
@@ -12,7 +14,12 @@ from reidcompress.prune.registry import MethodSpec
 if TYPE_CHECKING:
     from reidcompress.prune.sensitivity import SensitivityProfile
 
-__all__ = ["PruneOptions"]
+__all__ = ["PruneOptions", "AMOUNT_FIELDS", "RECIPE_FIELDS", "with_recipe"]
+
+# Ways to say how much to prune; a run gives exactly one (``--target-latency`` is the CLI's third).
+AMOUNT_FIELDS = ("rate", "target_flops", "target_latency")
+# What a recipe's ``prune`` section may set: the choices that describe a model's pruned shape.
+RECIPE_FIELDS = ("method", "rate", "target_flops", "scope", "round_to", "residual")
 
 
 @dataclass(frozen=True)
@@ -104,3 +111,26 @@ class PruneOptions:
         if self.sensitivity.residual != self.residual:
             flag = "--residual" if self.sensitivity.residual else "--no-residual"
             raise InputError(f"{self.sensitivity.path} was analysed with {flag}: prune with {flag} too")
+
+
+def with_recipe(recipe: str | os.PathLike[str], given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The method and PruneOptions fields a recipe's ``prune`` section sets, under the ``given`` ones.
+
+    ``given`` holds what the user set (None = not set): ``method`` and PruneOptions fields, plus
+    ``target_latency``. Any amount given (rate, FLOPs or latency target) replaces the recipe's amount
+    as a whole, so a recipe's ``target_flops`` never clashes with a ``--rate``. Also returns the
+    recipe's ``finetune`` section as the training options of training-time methods and fine-tuning.
+    """
+    from reidcompress.models.recipes import load_recipe
+    from reidcompress.prune.training import training_options
+
+    rec = load_recipe(recipe)
+    unknown = sorted(set(rec.prune) - set(RECIPE_FIELDS))
+    if unknown:
+        raise InputError(f"{rec.path}: the prune section sets {', '.join(RECIPE_FIELDS)}; unknown: {unknown}")
+    from_recipe = dict(rec.prune)
+    if any(given.get(k) is not None for k in AMOUNT_FIELDS):
+        for k in AMOUNT_FIELDS:
+            from_recipe.pop(k, None)
+    merged = {**from_recipe, **{k: v for k, v in given.items() if v is not None}}
+    return merged, training_options(rec.finetune)

@@ -17,7 +17,15 @@ import torch
 
 from reidcompress.models.reid import ReIDNet
 
-__all__ = ["PruneData", "calibration_loss", "heldout_map", "TRIPLET_MARGIN", "MIN_HELDOUT_IDS"]
+__all__ = [
+    "PruneData",
+    "calibration_loss",
+    "heldout_map",
+    "training_options",
+    "LENGTH_FIELDS",
+    "TRIPLET_MARGIN",
+    "MIN_HELDOUT_IDS",
+]
 
 TRIPLET_MARGIN = 0.3
 # Accuracy-driven methods need a query/gallery set with a few identities at least.
@@ -34,6 +42,16 @@ def calibration_loss(model: ReIDNet, images: torch.Tensor, pids: torch.Tensor) -
 
     feats, _ = model.forward_train(images)
     return triplet_batch_hard(feats, pids, margin=TRIPLET_MARGIN)
+
+
+# TrainConfig fields tied to a run's length: each PruneData.fit scales its own schedule to its epochs.
+LENGTH_FIELDS = ("epochs", "warmup_epochs", "milestones", "eval_every", "eval_batch_size")
+
+
+def training_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's ``finetune`` section (or TrainConfig fields) as ``PruneData.train_options``: the
+    optimiser and loss settings, without the lengths that each pruning-time fit sets for itself."""
+    return {k: v for k, v in section.items() if k not in LENGTH_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class PruneData:
         if model.classifier is None or model.classifier.out_features != self.num_pids:
             model.reset_classifier(self.num_pids)
         options = {"p": self.batch_ids, "k": self.k, "seed": self.seed, "num_workers": 0, **(self.train_options or {})}
+        options["p"] = min(int(options["p"]), self.num_pids)  # a recipe's P=16 on a set with fewer identities
         if "warmup_epochs" in options:
             # A warm-up set for long runs would leave a short fit (a controller's one-epoch recovery)
             # entirely at the warm-up learning rate.

@@ -30,6 +30,7 @@ from reidcompress.models.recipes import Recipe, list_recipes, load_recipe
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops, count_params
 from reidcompress.prune import PruneData, PruneOptions, get_method, prune_model
+from reidcompress.prune.training import training_options
 from reidcompress.runtime.torch_backend import TorchEmbedder, resolve_device
 from reidcompress.train.config import TrainConfig
 from reidcompress.train.engine import RunPaths, train
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 METRICS = ("rank1", "mAP", "mINP")
-# Fields of a training config that say nothing about what a method trains (its own epochs scale the schedule).
-_LENGTH_FIELDS = ("epochs", "warmup_epochs", "milestones", "eval_every", "eval_batch_size")
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,7 @@ class Setup:
         """``dataset``'s training split for calibration and training-time methods, with the fine-tuning
         optimiser settings (the strong baseline's schedule proportions, scaled to each method's epochs)."""
         c = _fit_ids(TrainConfig.from_dict(self.finetune), dataset)
-        options = {k: v for k, v in c.to_dict().items() if k not in _LENGTH_FIELDS}
+        options = training_options(c.to_dict())
         return PruneData(items=tuple(dataset.train), p=c.p, k=c.k, seed=c.seed, device=device, train_options=options)
 
 
