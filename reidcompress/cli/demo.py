@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,7 +27,7 @@ def demo_cmd(
 
     Re-running reuses finished stages; change an option and the stages it affects run again.
     """
-    overrides = {"workdir": workdir, "method": method, "target_flops": target_flops, "threads": threads}
+    overrides: dict[str, Any] = {"workdir": workdir, "method": method, "target_flops": target_flops, "threads": threads}
     if arch:
         overrides["arch"] = arch
     if input_size:

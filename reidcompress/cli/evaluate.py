@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -46,7 +46,7 @@ def evaluate_cmd(
     t = Table(title=f"{model.name} on {data}")
     for col in ("", "rank-1", "rank-5", "rank-10", "mAP", "mINP"):
         t.add_column(col, justify="right")
-    rows = [("plain", res)] + ([("re-ranked", res["rerank"])] if rerank else [])
+    rows: list[tuple[str, Any]] = [("plain", res)] + ([("re-ranked", res["rerank"])] if rerank else [])
     for name, r in rows:
         t.add_row(name, *(f"{r[k]:.2f}" for k in ("rank1", "rank5", "rank10", "mAP", "mINP")))
     out_console.print(t)

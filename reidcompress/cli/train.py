@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -94,7 +94,7 @@ def train_cmd(
 _MODEL_DEFAULTS = {"arch": "resnet50", "input_size": "256x128", "last_stride": 1, "pooling": "avg"}
 
 
-def _model_spec(rec: Recipe | None, **given: object) -> dict[str, object]:
+def _model_spec(rec: Recipe | None, **given: Any) -> dict[str, Any]:
     """Model settings: command-line options over the recipe's ``model`` section over the defaults."""
     from_recipe = dict(rec.model) if rec else {}
     if "input_size" in from_recipe:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     results = {}
     for name, upstream, fields, outputs, fn in plan:
         key = d.key(name, upstream, *fields)
-        results[name] = d.stages.run(name, key, outputs, lambda fn=fn: fn(d))
+        results[name] = d.stages.run(name, key, outputs, functools.partial(fn, d))
     summary = summarise(cfg, results, d.stages.seconds(), time.perf_counter() - start)
     summary["report"] = str(write_markdown(w, summary))
     return summary

@@ -14,6 +14,10 @@ def weight_shapes(state_dict: Mapping[str, object]) -> dict[str, tuple[int, ...]
     return {k: tuple(v.shape) for k, v in state_dict.items() if k.endswith(".weight") and hasattr(v, "shape")}
 
 
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    return int(v[0]), int(v[-1])
+
+
 def _resized(module: nn.Module, shape: Sequence[int]) -> nn.Module | None:
     if isinstance(module, nn.Conv2d):
         out_c, in_per_group = shape[0], shape[1]
@@ -23,10 +27,10 @@ def _resized(module: nn.Module, shape: Sequence[int]) -> nn.Module | None:
         return nn.Conv2d(
             in_per_group * groups,
             out_c,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
+            _pair(module.kernel_size),
+            _pair(module.stride),
+            module.padding if isinstance(module.padding, str) else _pair(module.padding),
+            _pair(module.dilation),
             groups,
             module.bias is not None,
             module.padding_mode,

@@ -92,8 +92,9 @@ class GeM(nn.Module):
 
 
 def _trunk_channels(backbone: nn.Module) -> int:
-    last = backbone.layer4[-1]
-    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
+    layer4: Any = backbone.get_submodule("layer4")
+    last = layer4[-1]
+    return int((last.bn3 if hasattr(last, "bn3") else last.bn2).num_features)
 
 
 class ReIDNet(nn.Module):
@@ -139,7 +140,8 @@ class ReIDNet(nn.Module):
         return _trunk_channels(self.backbone)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        mean, std = self.get_buffer("pixel_mean"), self.get_buffer("pixel_std")
+        return (images - mean.to(images.dtype)) / std.to(images.dtype)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map (N, C, h, w) for [0, 1] images."""

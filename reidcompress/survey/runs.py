@@ -95,7 +95,7 @@ class Setup:
         """The architecture's own recipe (``models/ARCH.json``), else resnet50's: the survey's main network."""
         over = changes or Overrides()
         rec: Recipe = load_recipe(recipe or (arch if arch in list_recipes() else "resnet50"))
-        model = {"input_size": (256, 128), "last_stride": 1, "pooling": "avg"}
+        model: dict[str, Any] = {"input_size": (256, 128), "last_stride": 1, "pooling": "avg"}
         model.update({k: v for k, v in rec.model.items() if k != "arch"})
         model["input_size"] = tuple(int(v) for v in over.input_size or model["input_size"])
         prune = {k: v for k, v in rec.prune.items() if k != "method"}

@@ -6,6 +6,7 @@ report median and spread: p50/p95/p99, mean, std and images per second.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -148,10 +149,11 @@ def compare_latency(
 ) -> dict[str, LatencyStats]:
     """``embedder_latency`` for several models at once, interleaved (their input sizes may differ)."""
     rng = np.random.default_rng(seed)
-    fns, syncs = {}, {}
+    fns: dict[str, Callable[[], Any]] = {}
+    syncs: dict[str, Callable[[], None] | None] = {}
     for name, emb in embedders.items():
         x = rng.random((batch, 3, *emb.input_size), dtype=np.float32)
-        fns[name] = lambda emb=emb, x=x: emb.embed(x)
+        fns[name] = functools.partial(emb.embed, x)
         syncs[name] = _cuda_sync(emb)
     return measure_interleaved(
         fns, batch=batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs
