@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from reidcompress.cli import app
@@ -73,6 +74,23 @@ def test_bench_bad_input(tmp_path) -> None:
     (tmp_path / "m.pt").write_bytes(b"x")
     res = runner.invoke(app, ["bench", str(tmp_path / "m.pt"), "--batch-sizes", "0"])
     assert res.exit_code == 2
+
+
+def test_bench_fp16_needs_cuda(tiny_model, tmp_path) -> None:
+    pt = save_model(tmp_path / "t.pt", tiny_model)
+    res = runner.invoke(app, ["bench", str(pt), "--fp16", "--batch-sizes", "1", "--runs", "3"])
+    assert res.exit_code == 2 and "fp16 PyTorch inference needs a CUDA device" in res.output
+
+
+@pytest.mark.gpu
+def test_bench_fp16_times_each_checkpoint_in_both_precisions(tiny_model, tmp_path) -> None:
+    from reidcompress.verify.bench import bench
+
+    pt = save_model(tmp_path / "t.pt", tiny_model)
+    rows = bench([pt], [1, 4], device="cuda", runs=3, warmup=1, fp16=True)["results"]
+    got = [(r["backend"], r["precision"], r["batch"]) for r in rows]
+    assert got == [("torch", "fp32", 1), ("torch", "fp32", 4), ("torch", "fp16", 1), ("torch", "fp16", 4)]
+    assert {r["model"] for r in rows} == {str(pt)} and all(r["p50_ms"] > 0 for r in rows)
 
 
 def test_timed_onnx_sessions_do_not_spin(tiny_model, tmp_path) -> None:

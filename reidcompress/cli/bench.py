@@ -21,6 +21,9 @@ def bench_cmd(
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 5,
     runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 30,
     max_seconds: Annotated[float, typer.Option(help="Stop timing a batch size after this long (>= 3 runs).")] = 30.0,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Also time each PyTorch checkpoint in fp16 (needs --device cuda).")
+    ] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a latency plot (PNG/SVG/PDF).")] = None,
     reports: Annotated[
         list[Path] | None, typer.Option("--reports", help="verify.json files: adds rank-1 vs latency to the plot.")
@@ -37,6 +40,7 @@ def bench_cmd(
         warmup=warmup,
         runs=runs,
         max_seconds=max_seconds,
+        fp16=fp16,
     )
     if plot is not None:
         console.print(f"plot: {plot_bench(result, plot, reports or [])}")

@@ -44,6 +44,9 @@ class TorchEmbedder(Embedder):
         self.input_size = tuple(model.config.input_size)  # type: ignore[assignment]
         self.metadata: dict[str, Any] = {"pruning": model.pruning, "config": model.config.to_dict()}
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "precision": "fp16" if self.dtype == torch.float16 else "fp32"}
+
     @torch.inference_mode()
     def embed(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.torch_device, self.dtype)
@@ -54,6 +57,9 @@ class TorchEmbedder(Embedder):
             return self.model(x.to(self.torch_device, self.dtype)).float()
 
 
-@register_backend(".pt", ".pth", ".safetensors")
+TORCH_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+@register_backend(*TORCH_SUFFIXES)
 def _open_checkpoint(path: Path, device: str = "cpu", fp16: bool = False, **_: Any) -> TorchEmbedder:
     return TorchEmbedder(load_model(path), device=device, fp16=fp16, name=path.name)

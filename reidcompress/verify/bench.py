@@ -11,6 +11,7 @@ from typing import Any
 from reidcompress._io import save_figure
 from reidcompress.errors import InputError
 from reidcompress.runtime.base import load_embedder
+from reidcompress.runtime.torch_backend import TORCH_SUFFIXES
 from reidcompress.verify.api import _complexity
 from reidcompress.verify.environment import environment
 from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
@@ -27,15 +28,21 @@ def bench(
     warmup: int = 5,
     runs: int = 30,
     max_seconds: float = 30.0,
+    fp16: bool = False,
 ) -> dict[str, Any]:
+    """Time every model at each batch size; ``fp16`` adds an fp16 run of each PyTorch checkpoint (CUDA)."""
     if not models:
         raise InputError("give at least one model to benchmark")
     if not batch_sizes or min(batch_sizes) < 1:
         raise InputError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
-    embedders = {}
+    embedders, sources = {}, {}
     try:
         for path in models:
             embedders[str(path)] = load_embedder(path, device=device, threads=threads, spinning=MEASURE_SPINNING)
+            sources[str(path)] = str(path)
+            if fp16 and Path(path).suffix.lower() in TORCH_SUFFIXES:
+                embedders[f"{path} fp16"] = load_embedder(path, device=device, fp16=True)
+                sources[f"{path} fp16"] = str(path)
         # All models timed together, interleaved, so a busy moment on the machine cannot favour one.
         stats = {
             b: compare_latency(embedders, b, warmup=warmup, runs=runs, max_seconds=max_seconds) for b in batch_sizes
@@ -44,7 +51,7 @@ def bench(
         for name, emb in embedders.items():
             flops, params = _complexity(emb)
             rows += [
-                {"model": name, **emb.describe(), "flops": flops, "params": params, **stats[b][name].to_dict()}
+                {"model": sources[name], **emb.describe(), "flops": flops, "params": params, **stats[b][name].to_dict()}
                 for b in batch_sizes
             ]
     finally:
@@ -79,9 +86,10 @@ def plot_bench(
     points = _verify_points(reports)
     fig, axes = plt.subplots(1, 2 if points else 1, figsize=(11 if points else 6, 4), squeeze=False)
     ax = axes[0][0]
-    for model in dict.fromkeys(r["model"] for r in result["results"]):
-        rs = [r for r in result["results"] if r["model"] == model]
-        ax.plot([r["batch"] for r in rs], [r["p50_ms"] for r in rs], marker="o", label=Path(model).name)
+    for model, precision in dict.fromkeys((r["model"], r.get("precision", "fp32")) for r in result["results"]):
+        rs = [r for r in result["results"] if (r["model"], r.get("precision", "fp32")) == (model, precision)]
+        label = f"{Path(model).name} {precision}"
+        ax.plot([r["batch"] for r in rs], [r["p50_ms"] for r in rs], marker="o", label=label)
     ax.set(xlabel="batch size", ylabel="p50 latency (ms)", title="latency vs batch", xscale="log", yscale="log")
     ax.legend(fontsize=8)
     if points:
