@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -109,8 +110,11 @@ def test_model_summary_keys(tiny_model: ReIDNet) -> None:
 
 
 class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("owned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path) -> None:
@@ -120,10 +124,23 @@ def test_bad_checkpoints_give_clear_errors(tmp_path) -> None:
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt|not a"):
         load_model(garbage)
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "reidcompress.checkpoint", "x": _Evil()}))
-    with pytest.raises(CheckpointError):
+    # Plain text and empty files fail inside the unpickler with KeyError / IndexError.
+    for i, text in enumerate([b"hello, not a checkpoint\n", b"some notes\n", b""]):
+        (tmp_path / f"text{i}.pt").write_bytes(text)
+        with pytest.raises(CheckpointError, match="corrupt or not a PyTorch checkpoint"):
+            load_model(tmp_path / f"text{i}.pt")
+    marker = tmp_path / "owned"
+    # Protocol 2 reaches the global (refused by name); torch's unpickler stops at protocol 4's framing first.
+    for protocol, message in ((2, "refusing to load: the file pickles posix.system"), (4, "corrupt or not")):
+        evil = tmp_path / f"evil{protocol}.pt"
+        evil.write_bytes(pickle.dumps({"format": "reidcompress.checkpoint", "x": _Evil(marker)}, protocol=protocol))
+        with pytest.raises(CheckpointError, match=message):
+            load_model(evil)
+    evil = tmp_path / "evil-zip.pt"
+    torch.save({"state_dict": _Evil(marker)}, evil)
+    with pytest.raises(CheckpointError, match="refusing to load"):
         load_model(evil)
+    assert not marker.exists()
     code = tmp_path / "code.pt"
     torch.save({"model": nn.Linear(2, 2)}, code)
     with pytest.raises(CheckpointError, match="refusing"):

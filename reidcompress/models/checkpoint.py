@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -70,18 +71,24 @@ def load_raw(path: str | os.PathLike[str]) -> Any:
     """``torch.load(weights_only=True)`` with every failure turned into one clear CheckpointError."""
     p = require_file(path, "checkpoint")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        # torch warns (on stderr) about pickle protocols it did not write; the error below says enough.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Unsupported global" in msg:
-            what = msg[msg.index("GLOBAL") :].split()[1] if "GLOBAL" in msg else "an object"
+        if "unsupported global" in msg.lower():
+            what = msg[msg.upper().index("GLOBAL") :].split()[1] if "GLOBAL" in msg.upper() else "an object"
             raise CheckpointError(
                 f"{p}: refusing to load: the file pickles {what}, i.e. code, not plain weights "
                 "(checkpoints are loaded with weights_only=True)"
             ) from None
         raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint (the weights-only unpickler failed)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint ({first})") from None
+    except Exception as e:  # noqa: BLE001 - any text file makes the unpickler fail in its own way (KeyError, IndexError...)
+        raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint ({type(e).__name__} while unpickling)") from None
 
 
 def _read_safetensors(p: Path) -> dict[str, Any]:
