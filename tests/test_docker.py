@@ -46,6 +46,13 @@ def test_entrypoint_is_the_cli() -> None:
         assert 'ENTRYPOINT ["reidcompress"]' in dockerfile.read_text()
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_recipes_are_found_where_the_image_copies_them(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    workdir = re.findall(r"^WORKDIR\s+(\S+)", text.split("COPY models ./models")[0], re.M)[-1]
+    assert f"ENV REIDCOMPRESS_MODELS={workdir}/models" in text
+
+
 def test_package_installs_and_entrypoint_runs(tmp_path) -> None:
     """`pip install .` as the images do (without dependencies, which this venv already has)."""
     # Build from a copy: an in-tree build would write build/ and *.egg-info into the checkout.
@@ -78,3 +85,10 @@ def test_package_installs_and_entrypoint_runs(tmp_path) -> None:
     )
     assert res.returncode == 0 and res.stdout.startswith("reidcompress "), res.stderr
     assert (target / "reidcompress" / "py.typed").exists()
+    # Installed like this, recipes come from $REIDCOMPRESS_MODELS (the images set it), not from a checkout.
+    code = "from reidcompress.models.recipes import list_recipes; print(','.join(list_recipes()))"
+    for models, expected in ((None, ""), (ROOT / "models", "resnet18,resnet34,resnet50")):
+        env = {k: v for k, v in os.environ.items() if k != "REIDCOMPRESS_MODELS"} | {"PYTHONPATH": str(target)}
+        env |= {"REIDCOMPRESS_MODELS": str(models)} if models else {}
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert res.returncode == 0 and res.stdout.strip() == expected, res.stderr

@@ -50,7 +50,8 @@ def _find(name_or_path: str | os.PathLike[str]) -> Path:
     for d in recipe_dirs():
         if (d / f"{p.name}.json").is_file():
             return d / f"{p.name}.json"
-    raise InputError(f"recipe {str(name_or_path)!r} not found; known recipes: {', '.join(list_recipes()) or 'none'}")
+    known = ", ".join(list_recipes()) or "none (set REIDCOMPRESS_MODELS to the folder holding the recipe files)"
+    raise InputError(f"recipe {str(name_or_path)!r} not found; known recipes: {known}")
 
 
 def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
