@@ -77,8 +77,14 @@ def test_histogram_calibration(int8_export, tmp_path, method) -> None:
 def test_int8_bad_input_exit_2_and_nothing_written(trained_tiny, int8_export, tmp_path) -> None:
     ckpt, root = trained_tiny
     out = tmp_path / "m.onnx"
+    empty = tmp_path.parent / f"{tmp_path.name}-empty"
+    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+        (empty / sub).mkdir(parents=True, exist_ok=True)
     for extra, message in [
         ([], "--calib-data"),
+        (["--calib-data", str(tmp_path / "no-such-dir")], "not found"),
+        (["--calib-data", str(empty)], "no Market-1501 images"),
+        (["--calib-data", str(root), "--calib-images", "0"], ">= 1"),
         (["--calib-data", str(root), "--calib-method", "kl"], "--calib-method"),
         (["--calib-data", str(root), "--fp16"], "--fp16"),
         (["--calib-data", str(root), "--int8-output", str(out)], "its own"),

@@ -92,6 +92,20 @@ def test_int8_without_calibration_is_refused_before_building(tmp_path, tiny_mode
     assert not (tmp_path / "t.engine").exists()
 
 
+def test_cli_refuses_bad_int8_calibration_data_before_writing(tmp_path, tiny_model) -> None:
+    from typer.testing import CliRunner
+
+    from reidcompress.cli import app
+    from reidcompress.models.checkpoint import save_model
+
+    ckpt = save_model(tmp_path / "in" / "t.pt", tiny_model)
+    out = tmp_path / "out"
+    args = ["export", str(ckpt), "-o", str(out / "t.onnx"), "--trt", "--precision", "int8"]
+    res = CliRunner().invoke(app, [*args, "--calib-data", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "not found" in res.output and "TensorRT" not in res.output, res.output
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 @pytest.mark.trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_real_engine_matches_onnx(tmp_path, tiny_model, synth_root, precision: str) -> None:

@@ -74,6 +74,10 @@ def export_cmd(
     if spec is not None and spec.precision == "int8" and calib_data is None and not Path(f"{engine}.calib").exists():
         raise InputError("--precision int8 needs --calib-data DIR (target-domain training images)")
     int8_path = _check_int8(ckpt, output, int8_output, calib_data, calib_method, fp16) if int8 else None
+    if calib_data is not None and (int8 or (spec is not None and spec.precision == "int8")):
+        from reidcompress.export.calibration import calibration_items
+
+        calibration_items(calib_data, dataset=dataset, num_images=calib_images)
     try:
         result = export_onnx(
             ckpt,

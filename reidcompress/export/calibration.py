@@ -17,7 +17,7 @@ from reidcompress.data.datasets import ImageItem, load_dataset
 from reidcompress.data.loader import build_eval_loader
 from reidcompress.errors import DatasetError, InputError
 
-__all__ = ["sample_items", "image_batches", "calibration_batches", "reference_images"]
+__all__ = ["sample_items", "image_batches", "calibration_items", "calibration_batches", "reference_images"]
 
 
 def sample_items(items: Sequence[ImageItem], n: int, seed: int = 0) -> list[ImageItem]:
@@ -38,6 +38,16 @@ def image_batches(
         yield np.ascontiguousarray(images.numpy())
 
 
+def calibration_items(
+    data: str | os.PathLike[str], *, dataset: str = "market1501", num_images: int = 512, seed: int = 0
+) -> list[ImageItem]:
+    """The calibration images: a fixed sample of a dataset's training split (target domain, never the test set).
+
+    Cheap (file names only), so commands call it first to refuse bad calibration data before writing anything.
+    """
+    return sample_items(load_dataset(data, dataset).train, num_images, seed)
+
+
 def calibration_batches(
     data: str | os.PathLike[str],
     input_size: tuple[int, int],
@@ -47,8 +57,8 @@ def calibration_batches(
     batch_size: int = 32,
     seed: int = 0,
 ) -> list[np.ndarray]:
-    """INT8 calibration batches from a dataset's training split (target-domain images, never the test set)."""
-    items = sample_items(load_dataset(data, dataset).train, num_images, seed)
+    """INT8 calibration batches of :func:`calibration_items`, preprocessed like evaluation."""
+    items = calibration_items(data, dataset=dataset, num_images=num_images, seed=seed)
     return list(image_batches(items, input_size, batch_size))
 
 
