@@ -43,3 +43,12 @@ def test_demo_bad_options(tmp_path) -> None:
     assert res.exit_code == 2 and "target-flops" in res.output
     res = runner.invoke(app, ["demo", "--quick", "--workdir", str(tmp_path / "d"), "--method", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
+
+
+def test_demo_exits_1_when_verify_fails(monkeypatch, tmp_path) -> None:
+    import reidcompress.cli.demo as demo_cli
+
+    monkeypatch.setattr(demo_cli, "run_demo", lambda cfg, console: {"passed": False, "report": "R.md", "rows": []})
+    res = runner.invoke(app, ["demo", "--quick", "--workdir", str(tmp_path / "d"), "--json"])
+    assert res.exit_code == 1 and json.loads(res.stdout)["passed"] is False
+    assert "verify failed" in res.stderr

@@ -26,6 +26,7 @@ def demo_cmd(
     """Run the whole path on synthetic data: train, fine-tune, prune, fine-tune, export, verify, report.
 
     Re-running reuses finished stages; change an option and the stages it affects run again.
+    Exits 1 when the verify stage fails (as `reidcompress verify` does), 0 otherwise.
     """
     overrides: dict[str, Any] = {"workdir": workdir, "method": method, "target_flops": target_flops, "threads": threads}
     if arch:
@@ -39,3 +40,6 @@ def demo_cmd(
     else:
         out_console.print(summary_table(summary))
         out_console.print(f"report: {summary['report']}  (wall time {summary['wall_seconds']:.0f} s)")
+    if not summary["passed"]:
+        typer.echo(f"error: verify failed: a tolerance broke (see {summary['report']})", err=True)
+        raise typer.Exit(1)

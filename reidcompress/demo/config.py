@@ -32,6 +32,9 @@ class DemoConfig:
     target_epochs: int = 15
     pruned_epochs: int = 15
     distill: bool = True
+    # A new ID classifier for the pruned model's fine-tuning, as `reidcompress finetune` gives it: the
+    # unpruned model's classifier held rank-1 3-4 points lower here (83.3/84.0 vs 87.4/87.1, seeds 0/1).
+    pruned_new_classifier: bool = True
     lr: float = 1e-3
     max_rank1_drop: float = 3.0
     latency_batch: int = 16

@@ -129,6 +129,9 @@ def _prune(d: _Demo) -> dict[str, Any]:
 
 def _finetune_pruned(d: _Demo) -> dict[str, Any]:
     model = load_model(d.w / "pruned_raw.pt")
+    if d.cfg.pruned_new_classifier:
+        torch.manual_seed(d.cfg.seed)
+        model.reset_classifier(d.dataset("target").num_train_pids)
     teacher = load_model(d.w / "baseline.pt") if d.cfg.distill else None
     model = d.fit(model, "target", d.cfg.pruned_epochs, d.w / "pruned.pt", teacher=teacher)
     return {"target": d.metrics(model, "target")}
@@ -177,7 +180,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         ("train on source", "data", ("arch", "source_epochs", "lr"), [w / "source.pt"], _train_source),
         ("fine-tune on target", "train on source", ("target_epochs",), [w / "baseline.pt"], _finetune_target),
         ("prune", "fine-tune on target", ("method", "target_flops"), [w / "pruned_raw.pt"], _prune),
-        ("fine-tune pruned", "prune", ("pruned_epochs", "distill"), [w / "pruned.pt"], _finetune_pruned),
+        ("fine-tune pruned", "prune", ("pruned_epochs", "distill", "pruned_new_classifier"), [w / "pruned.pt"], _finetune_pruned),
         ("export", "fine-tune pruned", (), [w / "baseline.onnx", w / "pruned.onnx"], _export),
         (
             "verify",
