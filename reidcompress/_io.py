@@ -12,7 +12,15 @@ from typing import Any
 
 from reidcompress.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_text", "check_output_path", "file_sha256", "require_file", "save_figure"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "check_output_path",
+    "file_sha256",
+    "require_file",
+    "save_figure",
+    "umask_mode",
+]
 
 
 def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
@@ -51,16 +59,17 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         # mkstemp creates 0600; give the result the mode a plain open() would (0666 less the umask),
         # so models written for a container or a team stay readable by them.
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, umask_mode(0o666))
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def umask_mode(mode: int) -> int:
+    """``mode`` less the process umask: what a plain open() or mkdir() would have given."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:

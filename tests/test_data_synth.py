@@ -174,3 +174,17 @@ def test_cli_synth_and_info(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "error: output folder is not empty" in res.output
     res = runner.invoke(app, ["data", "info", str(tmp_path), "--dataset", "duke"])
     assert res.exit_code == 2 and "not a DukeMTMC-reID folder" in res.output
+
+
+def test_dataset_folder_gets_the_umask_mode_not_mkdtemps_0700(tmp_path) -> None:
+    import os
+    import stat
+
+    from reidcompress.data.synth import synthesize
+
+    old = os.umask(0o022)
+    try:
+        synthesize(tmp_path / "s", ids=4, cams=2, images_per_id=4, seed=0, size=(32, 16))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o755

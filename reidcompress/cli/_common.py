@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,7 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Progress, logs and tables for people go to stderr unless a command prints its result table;
 # with --json, stdout carries exactly one JSON object.
 console = Console(stderr=True)
-out_console = Console()
+# Piped to a file or a CI log, rich would cut tables to 80 columns ("mod…", "86.…"); COLUMNS still wins.
+out_console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def handle_errors(fn: F) -> F:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from reidcompress._io import umask_mode
 from reidcompress.data._render import (
     Appearance,
     Camera,
@@ -318,6 +319,7 @@ def synthesize(
                 progress(i + 1, len(shots))
         info = _describe(st, seed, ids, cams, images_per_id, size, query_per_id, shots, train_ids, test_ids, cameras)
         (tmp / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would hide the dataset from a container's user
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

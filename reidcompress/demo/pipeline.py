@@ -180,7 +180,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         ("train on source", "data", ("arch", "source_epochs", "lr"), [w / "source.pt"], _train_source),
         ("fine-tune on target", "train on source", ("target_epochs",), [w / "baseline.pt"], _finetune_target),
         ("prune", "fine-tune on target", ("method", "target_flops"), [w / "pruned_raw.pt"], _prune),
-        ("fine-tune pruned", "prune", ("pruned_epochs", "distill", "pruned_new_classifier"), [w / "pruned.pt"], _finetune_pruned),
+        (
+            "fine-tune pruned",
+            "prune",
+            ("pruned_epochs", "distill", "pruned_new_classifier"),
+            [w / "pruned.pt"],
+            _finetune_pruned,
+        ),
         ("export", "fine-tune pruned", (), [w / "baseline.onnx", w / "pruned.onnx"], _export),
         (
             "verify",

@@ -88,7 +88,9 @@ def load_raw(path: str | os.PathLike[str]) -> Any:
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint ({first})") from None
     except Exception as e:  # noqa: BLE001 - any text file makes the unpickler fail in its own way (KeyError, IndexError...)
-        raise CheckpointError(f"{p}: corrupt or not a PyTorch checkpoint ({type(e).__name__} while unpickling)") from None
+        raise CheckpointError(
+            f"{p}: corrupt or not a PyTorch checkpoint ({type(e).__name__} while unpickling)"
+        ) from None
 
 
 def _read_safetensors(p: Path) -> dict[str, Any]:
