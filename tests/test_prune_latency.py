@@ -16,7 +16,7 @@ from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import conv_widths, count_flops
 from reidcompress.prune import PruneOptions
 from reidcompress.prune import latency as lat
-from reidcompress.prune.latency import BackendTimer, LatencyTarget, prune_for_latency
+from reidcompress.prune.latency import BackendTimer, LatencyTarget, latency_summary, prune_for_latency
 
 runner = CliRunner()
 
@@ -75,7 +75,7 @@ def test_search_converges_deterministically_on_a_fake_clock(tiny_model: ReIDNet)
         record = prune_for_latency(model, "hao_li", PruneOptions(round_to=round_to), target, timer=timer)
         results.append((conv_widths(model), record["latency_target"]["measured_ms"]))
         lt = record["latency_target"]
-        assert lt["within_tolerance"] and abs(lt["measured_ms"] - 7.0) <= 0.35
+        assert lt["within_tolerance"] and abs(lt["measured_ms"] - 7.0) <= 0.35 and record["target_met"] is True
         assert lt["unpruned_ms"] == pytest.approx(12.0) and len(lt["trials"]) <= 2 + target.max_trials
         # The record's network is the measured one: its FLOPs give the latency the fake clock reported.
         ratio = count_flops(model, (64, 32)) / flops0
@@ -126,6 +126,15 @@ def test_search_measures_the_bracket_again_when_the_timings_drift(tiny_model: Re
             copy.deepcopy(tiny_model), "hao_li", PruneOptions(round_to=1), _target(7.0),
             timer=fake_timer(_target(7.0), flops0, drift=(2, 0.4)),
         )  # fmt: skip
+
+
+def test_closest_level_is_recorded_as_not_meeting_the_target(tiny_model: ReIDNet) -> None:
+    # Channel counts cannot hit 7 ms within 0.01%: the closest measured level is kept and said to miss.
+    target = _target(7.0, tolerance=1e-4, max_trials=2)
+    timer = fake_timer(target, count_flops(tiny_model, (64, 32)))
+    record = prune_for_latency(copy.deepcopy(tiny_model), "hao_li", PruneOptions(round_to=4), target, timer=timer)
+    assert record["latency_target"]["within_tolerance"] is False and record["target_met"] is False
+    assert "NOT within" in latency_summary(record["latency_target"])
 
 
 def test_unreachable_targets_are_clear_errors(tiny_model: ReIDNet) -> None:
