@@ -60,6 +60,13 @@ def test_cache_hit_miss_and_corruption(model_path, synth_root, tmp_path) -> None
         npy.write_bytes(npy.read_bytes()[:-16])  # corrupt every entry
     assert evaluate_embedder(emb, ds, cache=cache, progress=False) == first
     assert emb.calls == 2 * calls  # corruption detected and rebuilt
+    # Valid JSON of the wrong shape in the description is corruption too.
+    for text in ("null", "[]", '"x"', '{"sha256": null, "shape": null}'):
+        for meta in (tmp_path / "cache").glob("*.json"):
+            meta.write_text(text)
+        done = emb.calls
+        assert evaluate_embedder(emb, ds, cache=cache, progress=False) == first
+        assert emb.calls == done + calls
     # A different file list (a subset) is a miss, not a stale hit.
     sub = type(ds)(ds.name, ds.root, ds.train, ds.query[:3], ds.gallery)
     evaluate_embedder(emb, sub, cache=cache, progress=False)

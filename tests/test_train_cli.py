@@ -145,3 +145,23 @@ def test_train_command_resume_extends_a_finished_run(synth_root, tmp_path) -> No
     assert more.exit_code == 0, more.output
     assert json.loads(more.stdout)["epochs"] == 2
     assert [r["epoch"] for r in _rows(tmp_path / "m.log.jsonl")] == [1, 2]
+
+
+class _Interrupt(Callback):
+    def on_epoch_start(self, trainer, epoch) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_where_the_state_is_and_how_to_resume(synth_root, tmp_path, monkeypatch) -> None:
+    import reidcompress.cli.train as train_cli
+
+    def interrupted_train(*args, **kwargs):
+        return train(*args, **kwargs, callbacks=[_Interrupt()])
+
+    monkeypatch.setattr(train_cli, "train", interrupted_train)
+    out = tmp_path / "m.pt"
+    res = runner.invoke(app, ["train", *_run(synth_root, out, epochs=2), *TINY, "--no-eval"])
+    assert res.exit_code == 130 and not out.exists()
+    assert f"the last finished epoch is saved in {tmp_path / 'm.state.pt'}" in res.stderr
+    assert "--resume" in res.stderr

@@ -166,6 +166,24 @@ def test_resume_refuses_changed_options_and_missing_state(memory_loader, tmp_pat
         engine.train(_model(), ITEMS, _config(), out=tmp_path / "m.pt", callbacks=[_Crash()])
     with pytest.raises(InputError, match=r"lr: 0.00035 -> 0.001"):
         engine.train(_model(), ITEMS, _config(lr=1e-3), out=tmp_path / "m.pt", resume=True)
+    other_size = ReIDNet(ReIDConfig(arch="tiny", num_classes=N_IDS, input_size=(128, 64)))
+    other_arch = ReIDNet(ReIDConfig(arch="small", num_classes=N_IDS, input_size=(64, 32)))
+    for model in (other_size, other_arch):
+        with pytest.raises(InputError, match="started from a different architecture or input size"):
+            engine.train(model, ITEMS, _config(), out=tmp_path / "m.pt", resume=True)
+    moved = [SimpleNamespace(path=f"x{i}.jpg", pid=it.pid, camid=it.camid) for i, it in enumerate(ITEMS)]
+    with pytest.raises(InputError, match="started from different training data"):
+        engine.train(_model(), moved, _config(), out=tmp_path / "m.pt", resume=True)
+    # Extending the run: the schedule derived from --epochs must be kept, and the message says how.
+    with pytest.raises(InputError, match="--warmup-epochs 1 --milestones 1"):
+        engine.train(
+            _model(), ITEMS, _config(epochs=4, warmup_epochs=2, milestones=(2,)), out=tmp_path / "m.pt", resume=True
+        )
+    engine.train(_model(), ITEMS, _config(epochs=3), out=tmp_path / "m.pt", resume=True)
+    with pytest.raises(
+        InputError, match=r"finished 3 of 3 epochs; raise --epochs \(keeping its schedule: --warmup-epochs 1"
+    ):
+        engine.train(_model(), ITEMS, _config(epochs=3), out=tmp_path / "m.pt", resume=True)
 
 
 def test_bad_inputs_give_clear_errors(memory_loader) -> None:

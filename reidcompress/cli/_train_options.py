@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,6 +119,21 @@ def config_from_options(
     if epochs is None and not (recipe or {}).get("epochs"):
         raise InputError("--epochs is required (or a --recipe that sets train/finetune epochs)")
     return TrainConfig.from_recipe(recipe or {}, epochs, **{**parse_set(extra), **opts})
+
+
+@contextlib.contextmanager
+def resume_hint(out: Path) -> Iterator[None]:
+    """On Ctrl-C, say where the last finished epoch is kept and how to continue (exit 130, as a shell does)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        state = RunPaths.beside(out).state
+        if state.exists():
+            hint = f"the last finished epoch is saved in {state}; run the same command with --resume to continue"
+        else:
+            hint = "no epoch had finished, so there is nothing to resume"
+        typer.echo(f"interrupted: {hint}", err=True)
+        raise typer.Exit(130) from None
 
 
 def report(result: TrainResult, json_out: bool) -> None:

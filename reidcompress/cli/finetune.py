@@ -65,17 +65,18 @@ def finetune_cmd(
     ctx = init_distributed(device)
     try:
         ds = o.load_train_dataset(data, dataset)
-        result = finetune_checkpoint(
-            ckpt,
-            ds,
-            config,
-            out=out,
-            teacher=teacher,
-            evaluate=evaluate,
-            resume=resume,
-            device=ctx.device,
-            progress=True,
-        )
+        with o.resume_hint(out):
+            result = finetune_checkpoint(
+                ckpt,
+                ds,
+                config,
+                out=out,
+                teacher=teacher,
+                evaluate=evaluate,
+                resume=resume,
+                device=ctx.device,
+                progress=True,
+            )
         if ctx.is_main:
             o.report(result, json_out)
     finally:

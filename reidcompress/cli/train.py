@@ -74,17 +74,18 @@ def train_cmd(
         meta = {"dataset": ds.name, "data_root": str(data), "pretrained": str(pretrained) if pretrained else None}
         if rec:
             meta["recipe"] = rec.name
-        result = train(
-            model,
-            ds.train,
-            config,
-            eval_data=ds if evaluate else None,
-            out=out,
-            resume=resume,
-            device=ctx.device,
-            meta=meta,
-            progress=True,
-        )
+        with o.resume_hint(out):
+            result = train(
+                model,
+                ds.train,
+                config,
+                eval_data=ds if evaluate else None,
+                out=out,
+                resume=resume,
+                device=ctx.device,
+                meta=meta,
+                progress=True,
+            )
         if ctx.is_main:
             o.report(result, json_out)
     finally:

@@ -82,7 +82,8 @@ class FeatureCache:
             if feats.shape != tuple(info["shape"]) or feats.shape[0] != n:
                 raise ValueError("shape mismatch")
             return feats
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        # TypeError: valid JSON of the wrong shape (null, a list, "shape": null...).
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             log.warning("feature cache entry %s is unusable (%s); rebuilding it", key, e)
             return None
 

@@ -6,8 +6,11 @@ Everything is stored as tensors, numbers, strings, lists and dicts, so the file 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,15 @@ from reidcompress.errors import CheckpointError, InputError
 from reidcompress.models.checkpoint import load_raw
 from reidcompress.train.config import RESUMABLE_CHANGES, TrainConfig
 
-__all__ = ["STATE_FORMAT", "capture_rng", "restore_rng", "save_state", "load_state", "check_resumable"]
+__all__ = [
+    "STATE_FORMAT",
+    "capture_rng",
+    "restore_rng",
+    "save_state",
+    "load_state",
+    "run_fingerprint",
+    "check_resumable",
+]
 
 STATE_FORMAT = "reidcompress.train_state"
 STATE_VERSION = 1
@@ -84,13 +95,51 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def check_resumable(state: dict[str, Any], config: TrainConfig) -> None:
-    """Refuse to resume with options that would change what the finished epochs computed."""
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_fingerprint(config: dict[str, Any], items: Sequence[Any]) -> dict[str, str]:
+    """What the finished epochs depend on beyond the options: the architecture and the training images.
+
+    (Not the starting weights: a resumed run continues from the weights in its state.)
+    """
+    return {
+        "architecture": _digest(config),
+        "data": _digest([(str(i.path), int(i.pid), int(i.camid)) for i in items]),
+    }
+
+
+_FINGERPRINT_WORDS = {
+    "architecture": "a different architecture or input size",
+    "data": "different training data",
+}
+
+
+def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dict[str, str] | None = None) -> None:
+    """Refuse to resume with options, a model or data that would change what the finished epochs computed."""
+    stored_print = state.get("fingerprint") or {}
+    for key, words in _FINGERPRINT_WORDS.items():
+        if fingerprint and key in stored_print and stored_print[key] != fingerprint[key]:
+            raise InputError(f"cannot resume: the interrupted run started from {words}")
     stored = state["config"]
     now = config.to_dict()
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
+    derived = {"warmup_epochs", "milestones"}
+    if changed and set(changed) <= derived and stored.get("epochs") != now["epochs"]:
+        keep = f"--warmup-epochs {stored['warmup_epochs']}"
+        if stored.get("milestones"):
+            keep += " --milestones " + ",".join(str(m) for m in stored["milestones"])
+        raise InputError(
+            f"the schedule follows --epochs: to extend the run to {now['epochs']} epochs keep the "
+            f"interrupted run's schedule with {keep}"
+        )
     if changed:
         diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in changed)
         raise InputError(f"cannot resume with different training options ({diffs})")
     if state["epoch"] >= config.epochs:
-        raise InputError(f"the run already finished {state['epoch']} of {config.epochs} epochs; raise --epochs")
+        raise InputError(
+            f"the run already finished {state['epoch']} of {config.epochs} epochs; raise --epochs "
+            f"(keeping its schedule: --warmup-epochs {stored['warmup_epochs']}"
+            + (f" --milestones {','.join(str(m) for m in stored['milestones'])})" if stored.get("milestones") else ")")
+        )

@@ -97,6 +97,7 @@ class Trainer:
         self.loader: Iterable[Any] | None = None
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
+        self.fingerprint: dict[str, str] | None = None
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
@@ -217,8 +218,10 @@ def train(
     _check_inputs(model, train_items, config, ctx)
     paths = RunPaths.beside(check_output_path(out)) if out is not None else None
     _seed_everything(config.seed + ctx.rank)
-    state = _resume_state(paths, config, model) if resume else None
+    fingerprint = _state.run_fingerprint(model.config.to_dict(), train_items) if paths is not None else None
+    state = _resume_state(paths, config, model, fingerprint) if resume else None
     trainer = _make_trainer(model, config, ctx, list(callbacks), teacher, state)
+    trainer.fingerprint = fingerprint
     trainer.loader = loader = _build_loader(train_items, model, config, ctx)
     if paths is not None and ctx.is_main:
         _reset_log(paths.log, trainer.history)
@@ -297,11 +300,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _resume_state(paths: RunPaths | None, config: TrainConfig, model: ReIDNet) -> dict[str, Any]:
+def _resume_state(
+    paths: RunPaths | None, config: TrainConfig, model: ReIDNet, fingerprint: dict[str, str] | None
+) -> dict[str, Any]:
     if paths is None:
         raise InputError("resuming needs the output path of the interrupted run")
     state = _state.load_state(paths.state)
-    _state.check_resumable(state, config)
+    _state.check_resumable(state, config, fingerprint)
     sd = state["model"]
     # A strategy may have pruned the model during the finished epochs: rebuild at the stored widths.
     resize_modules(model, weight_shapes(sd))
@@ -428,6 +433,7 @@ def _training_state(trainer: Trainer, epochs_done: int, rngs: list[dict[str, Any
         "epoch": epochs_done,
         "config": trainer.config.to_dict(),
         "model_config": model.config.to_dict(),
+        "fingerprint": trainer.fingerprint,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "pruning": model.pruning,
         "rng": rngs,
