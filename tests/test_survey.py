@@ -59,6 +59,7 @@ def test_table5_end_to_end_then_resume(tmp_path, synth_root, monkeypatch, capsys
     assert model.pruning["method"] == "hao_li" and model.embedding_dim == load_model(base["checkpoint"]).embedding_dim
     doc = (work / "TABLE5.md").read_text()
     assert "| hao_li (tiny) |" in doc and "Market-1501 mAP / R-1" in doc and "tiny: random init" in doc
+    assert "in parentheses" not in doc and "the survey has no numbers for these networks" in doc
     assert f"{pruned['after']['mAP']:.2f} / {pruned['after']['rank1']:.2f}" in first.out
 
     _forbid_work(monkeypatch)

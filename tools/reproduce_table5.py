@@ -21,6 +21,7 @@ from pathlib import Path
 from reidcompress.prune import list_methods
 from reidcompress.survey import BENCHMARKS, SURVEY_METHODS, Table5Config, run_table5, table5_markdown
 from reidcompress.survey._tool import add_training_options, command_line, overrides, pairs, publish, run_tool
+from reidcompress.survey.reference import survey_row
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,9 +71,15 @@ def config(args: argparse.Namespace) -> Table5Config:
 def intro(result: dict) -> list[str]:
     prune_arch, setups = result["prune_arch"], result["setups"]
     h, w = setups[prune_arch]["model"]["input_size"]
+    with_survey = any(survey_row(arch, prune_arch) for arch in setups) or prune_arch == "resnet50"
+    beside = (
+        "each of our cells is followed by the survey's in parentheses"
+        if with_survey
+        else "the survey has no numbers for these networks (they appear beside ResNet18/34/50 rows)"
+    )
     lines = [
         'Masson et al., "Pruning Methods for Person Re-identification" (arXiv 1907.02547), Table 5, '
-        "reproduced: each of our cells is followed by the survey's in parentheses. Our baselines follow the "
+        f"reproduced: {beside}. Our baselines follow the "
         "recipes below (the strong baseline of Luo et al. 2019, stronger than the survey's), so compare each "
         "pruned network with our own baseline, and FLOP ratios rather than absolute GFLOPs (the survey states "
         "neither its input size nor its FLOP convention).",
