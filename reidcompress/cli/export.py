@@ -74,10 +74,12 @@ def export_cmd(
     if spec is not None and spec.precision == "int8" and calib_data is None and not Path(f"{engine}.calib").exists():
         raise InputError("--precision int8 needs --calib-data DIR (target-domain training images)")
     int8_path = _check_int8(ckpt, output, int8_output, calib_data, calib_method, fp16) if int8 else None
+    calib_items = None
     if calib_data is not None and (int8 or (spec is not None and spec.precision == "int8")):
         from reidcompress.export.calibration import calibration_items
 
-        calibration_items(calib_data, dataset=dataset, num_images=calib_images)
+        # Sampled (and so checked) before anything is written; both INT8 paths calibrate on these images.
+        calib_items = calibration_items(calib_data, dataset=dataset, num_images=calib_images)
     try:
         result = export_onnx(
             ckpt,
@@ -95,16 +97,14 @@ def export_cmd(
     summary: dict[str, Any] = result.to_dict()
     console.print(f"wrote {output} ({result.exporter} exporter, opset {result.opset}); {result.parity.summary()}")
     if int8_path is not None:
-        assert calib_data is not None
+        assert calib_data is not None and calib_items is not None
         try:
-            summary["int8"] = _int8(output, int8_path, calib_data, dataset, calib_images, calib_method, data)
+            summary["int8"] = _int8(output, int8_path, calib_items, calib_data, dataset, calib_method, data)
         except ExportError as e:
             typer.echo(f"error: {e} ({output} was written; {int8_path} was not)", err=True)
             raise typer.Exit(1) from None
     if spec is not None:
-        summary["engine"] = _build(
-            output, engine or output.with_suffix(".engine"), spec, calib_data, dataset, calib_images
-        )
+        summary["engine"] = _build(output, engine or output.with_suffix(".engine"), spec, calib_items)
     if json_out:
         emit_json(summary)
 
@@ -128,15 +128,15 @@ def _check_int8(
 
 
 def _int8(
-    fp32: Path, out: Path, calib_data: Path, dataset: str, n: int, method: str, parity_data: Path | None
+    fp32: Path, out: Path, items: list[Any], calib_data: Path, dataset: str, method: str, parity_data: Path | None
 ) -> dict[str, Any]:
-    from reidcompress.export.calibration import calibration_batches, reference_images
+    from reidcompress.export.calibration import image_batches, reference_images
     from reidcompress.export.onnx import read_metadata
     from reidcompress.export.quantize import quantize_onnx
 
     size = tuple(read_metadata(fp32)["input_size"])
-    with console.status(f"calibrating INT8 ({method}) on {n} images..."):
-        batches = calibration_batches(calib_data, size, dataset=dataset, num_images=n, batch_size=16)
+    with console.status(f"calibrating INT8 ({method}) on {len(items)} images..."):
+        batches = list(image_batches(items, size, batch_size=16))
         images = reference_images(size, parity_data or calib_data, dataset, n=64)
         res = quantize_onnx(fp32, out, batches, method=method, parity_images=images)
     console.print(res.summary())
@@ -149,8 +149,8 @@ def _engine_spec(precision: str, min_batch: int, opt_batch: int, max_batch: int,
     return EngineSpec(precision, min_batch, opt_batch, max_batch, workspace)
 
 
-def _build(onnx_path: Path, engine: Path, spec: Any, calib_data: Path | None, dataset: str, n: int) -> dict[str, Any]:
-    from reidcompress.export.calibration import calibration_batches
+def _build(onnx_path: Path, engine: Path, spec: Any, calib_items: list[Any] | None) -> dict[str, Any]:
+    from reidcompress.export.calibration import image_batches
     from reidcompress.export.onnx import read_metadata
     from reidcompress.export.tensorrt import build_engine, require_tensorrt, runtime_info
 
@@ -160,9 +160,9 @@ def _build(onnx_path: Path, engine: Path, spec: Any, calib_data: Path | None, da
     except BackendUnavailableError as e:
         raise BackendUnavailableError(f"{e}; the ONNX model was written to {onnx_path}") from None
     batches = None
-    if spec.precision == "int8" and calib_data is not None:
+    if spec.precision == "int8" and calib_items is not None:
         size = tuple(read_metadata(onnx_path)["input_size"])
-        batches = calibration_batches(calib_data, size, dataset=dataset, num_images=n, batch_size=spec.opt_batch)
+        batches = list(image_batches(calib_items, size, batch_size=spec.opt_batch))
     sidecar = build_engine(onnx_path, engine, spec, calib_batches=batches)
     console.print(
         f"wrote {engine} (TensorRT {sidecar['tensorrt_version']}, {spec.precision}, "
