@@ -116,6 +116,14 @@ _FINGERPRINT_WORDS = {
 }
 
 
+def _schedule_flags(config: dict[str, Any]) -> str:
+    """The options that keep a run's schedule when --epochs changes (both derive from it by default)."""
+    flags = f"--warmup-epochs {config['warmup_epochs']}"
+    if config.get("milestones"):
+        flags += " --milestones " + ",".join(str(m) for m in config["milestones"])
+    return flags
+
+
 def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dict[str, str] | None = None) -> None:
     """Refuse to resume with options, a model or data that would change what the finished epochs computed."""
     stored_print = state.get("fingerprint") or {}
@@ -127,12 +135,9 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dic
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
     derived = {"warmup_epochs", "milestones"}
     if changed and set(changed) <= derived and stored.get("epochs") != now["epochs"]:
-        keep = f"--warmup-epochs {stored['warmup_epochs']}"
-        if stored.get("milestones"):
-            keep += " --milestones " + ",".join(str(m) for m in stored["milestones"])
         raise InputError(
             f"the schedule follows --epochs: to extend the run to {now['epochs']} epochs keep the "
-            f"interrupted run's schedule with {keep}"
+            f"interrupted run's schedule with {_schedule_flags(stored)}"
         )
     if changed:
         diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -140,6 +145,5 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dic
     if state["epoch"] >= config.epochs:
         raise InputError(
             f"the run already finished {state['epoch']} of {config.epochs} epochs; raise --epochs "
-            f"(keeping its schedule: --warmup-epochs {stored['warmup_epochs']}"
-            + (f" --milestones {','.join(str(m) for m in stored['milestones'])})" if stored.get("milestones") else ")")
+            f"(keeping its schedule: {_schedule_flags(stored)})"
         )
