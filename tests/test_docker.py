@@ -73,7 +73,7 @@ def test_package_installs_and_entrypoint_runs(tmp_path) -> None:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         capture_output=True,
