@@ -215,6 +215,7 @@ def test_cli_records_the_latency_and_info_shows_it(ckpt: Path, tiny_model: ReIDN
         (["--target-latency", "1e-6", "--backend", "torch", "--latency-runs", "2"], "below what hao_li can reach"),
         (["--target-latency", "5", "--backend", "nope"], "unknown --backend"),
         (["--target-latency", "5", "--rate", "0.5"], "exactly one"),
+        (["--target-latency", "5", "--steps", "2"], "drop --steps"),
         (["--backend", "torch", "--rate", "0.5"], "give it too"),
     ],
 )

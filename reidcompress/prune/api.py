@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reidcompress._io import check_output_path, require_file
-from reidcompress.errors import InputError
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import conv_widths, count_flops, count_params
@@ -114,18 +113,15 @@ def prune_checkpoint(
     ``train_options``: TrainConfig fields for training-time methods and fine-tuning (a recipe's).
     Every option is checked before the (possibly long) work starts; a failure writes nothing.
     """
-    from dataclasses import replace
-
     require_file(checkpoint, "checkpoint")
     out_path = check_output_path(out, checkpoint)
     spec = get_method(method)
     if latency is None:
         options.check(spec, has_data=data_root is not None)
     else:
-        if options.rate is not None or options.target_flops is not None:
-            raise InputError("give exactly one of --rate, --target-flops or --target-latency")
-        replace(options, target_flops=1.0).check(spec, has_data=data_root is not None)
-        latency.check()
+        from reidcompress.prune.latency import check_latency_request
+
+        check_latency_request(spec, options, latency, has_data=data_root is not None)
     data = None
     if data_root is not None:
         data = load_prune_data(data_root, dataset, device=device, train_options=train_options)

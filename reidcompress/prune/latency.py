@@ -29,13 +29,21 @@ from reidcompress.models.summary import count_flops, count_params
 from reidcompress.prune.engine import ScoredGroup, apply_plan, select_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.planning import FlopModel
-from reidcompress.prune.registry import get_method
+from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies.oneshot import most_pruned, plan_kept, score_model
 from reidcompress.prune.training import PruneData
 from reidcompress.runtime.base import Embedder
 from reidcompress.verify.latency import MEASURE_SPINNING, Clock, LatencyStats, embedder_latency
 
-__all__ = ["BACKENDS", "LatencyTarget", "BackendTimer", "Trial", "prune_for_latency", "latency_summary"]
+__all__ = [
+    "BACKENDS",
+    "LatencyTarget",
+    "BackendTimer",
+    "Trial",
+    "check_latency_request",
+    "prune_for_latency",
+    "latency_summary",
+]
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 TRT_PRECISION = "fp16"  # what a TensorRT deployment of a ReID net runs at; INT8 needs calibration data
@@ -277,6 +285,18 @@ def _met(trial: Trial, target: LatencyTarget) -> bool:
     return abs(trial.ms - target.target_ms) <= target.tolerance * target.target_ms
 
 
+def check_latency_request(spec: MethodSpec, options: PruneOptions, target: LatencyTarget, has_data: bool) -> None:
+    """Raise InputError/MethodError for a latency-target pruning that cannot run, before any work."""
+    if options.rate is not None or options.target_flops is not None:
+        raise InputError("give exactly one of --rate, --target-flops or --target-latency")
+    if spec.strategy != "oneshot":
+        raise MethodError(f"--target-latency searches the level of one-shot pruning; {spec.name} is {spec.strategy}")
+    if options.steps > 1:
+        raise InputError("--target-latency prunes in one step (each level is measured): drop --steps")
+    dataclasses.replace(options, target_flops=1.0).check(spec, has_data=has_data)
+    target.check()
+
+
 def prune_for_latency(
     model: ReIDNet,
     method: str,
@@ -305,14 +325,7 @@ def prune_for_latency(
     from reidcompress.prune.api import pruning_record
 
     spec = get_method(method)
-    if options.rate is not None or options.target_flops is not None:
-        raise InputError("give exactly one of --rate, --target-flops or --target-latency")
-    if spec.strategy != "oneshot":
-        raise MethodError(f"--target-latency searches the level of one-shot pruning; {method} is {spec.strategy}")
-    if options.steps > 1:
-        raise InputError("--target-latency prunes in one step (each level is measured): drop --steps")
-    dataclasses.replace(options, target_flops=1.0).check(spec, has_data=data is not None)
-    target.check()
+    check_latency_request(spec, options, target, has_data=data is not None)
     timer = timer or BackendTimer(target)
     flops0, params0 = count_flops(model, model.config.input_size), count_params(model)
     criterion = spec.make_criterion()
