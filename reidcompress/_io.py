@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ __all__ = [
     "atomic_write_text",
     "check_output_path",
     "file_sha256",
+    "json_digest",
     "require_file",
     "save_figure",
     "umask_mode",
@@ -84,6 +86,11 @@ def save_figure(fig: Any, out: str | os.PathLike[str], dpi: int = 120) -> Path:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=dpi)
     return out
+
+
+def json_digest(obj: Any, length: int = 16) -> str:
+    """A short sha256 of ``obj`` as canonical JSON (sorted keys): a key for caches and resumable results."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

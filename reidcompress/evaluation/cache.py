@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reidcompress._io import atomic_path, atomic_write_text, file_sha256
+from reidcompress._io import atomic_path, atomic_write_text, file_sha256, json_digest
 
 __all__ = ["FeatureCache", "default_cache_dir", "items_digest"]
 
@@ -68,7 +68,7 @@ class FeatureCache:
             "flip": flip,
             "items": items_digest(items),
         }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return json_digest(parts, 32)
 
     def _load(self, key: str, n: int) -> np.ndarray | None:
         npy, meta = self.root / f"{key}.npy", self.root / f"{key}.json"

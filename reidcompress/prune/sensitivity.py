@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from reidcompress._io import atomic_write_text, file_sha256, require_file, save_figure
+from reidcompress._io import atomic_write_text, file_sha256, json_digest, require_file, save_figure
 from reidcompress.errors import InputError, MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.prune.engine import ScoredGroup, apply_plan, select_channels
@@ -69,10 +68,6 @@ def _metrics(model: ReIDNet, *, dataset: Any, device: str) -> dict[str, float]:
 
     res = evaluate_embedder(TorchEmbedder(model, device=device), dataset, progress=False)
     return {"rank1": float(res["rank1"]), "mAP": float(res["mAP"])}
-
-
-def _key(parts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 class _Store:
@@ -192,7 +187,9 @@ def analyse_sensitivity(
         "calib_batches": calib_batches if spec.needs_data else None,
         "seed": seed,
     }
-    results = _Store(Path(store) if store else default_cache_dir() / "sensitivity", _key(description), description)
+    results = _Store(
+        Path(store) if store else default_cache_dir() / "sensitivity", json_digest(description, 20), description
+    )
     prune_data = load_prune_data(data, dataset, device=device, seed=seed) if spec.needs_data else None
     groups = score_model(model, spec.make_criterion(), options, prune_data)
     evaluate = functools.partial(_metrics, dataset=ds, device=device)

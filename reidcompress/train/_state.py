@@ -6,8 +6,6 @@ Everything is stored as tensors, numbers, strings, lists and dicts, so the file 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidcompress._io import atomic_path
+from reidcompress._io import atomic_path, json_digest
 from reidcompress.errors import CheckpointError, InputError
 from reidcompress.models.checkpoint import load_raw
 from reidcompress.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -95,18 +93,14 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def run_fingerprint(config: dict[str, Any], items: Sequence[Any]) -> dict[str, str]:
     """What the finished epochs depend on beyond the options: the architecture and the training images.
 
     (Not the starting weights: a resumed run continues from the weights in its state.)
     """
     return {
-        "architecture": _digest(config),
-        "data": _digest([(str(i.path), int(i.pid), int(i.camid)) for i in items]),
+        "architecture": json_digest(config),
+        "data": json_digest([(str(i.path), int(i.pid), int(i.camid)) for i in items]),
     }
 
 
