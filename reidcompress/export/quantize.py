@@ -194,11 +194,12 @@ def quantize_onnx(
     batches = _rebatch(calib_batches, dim0.dim_value if dim0.HasField("dim_value") else None)
     if not batches:
         raise InputError(f"INT8 calibration needs at least one batch of the model's fixed batch size {dim0.dim_value}")
+    images = sum(len(b) for b in batches)
     with atomic_path(out) as tmp:
         _quantize(src, tmp, batches, method)
         quantized = onnx.load(str(tmp))
         del quantized.metadata_props[:]
-        for key, value in _metadata(proto, method, sum(len(b) for b in batches)).items():
+        for key, value in _metadata(proto, method, images).items():
             quantized.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(quantized)
         onnx.save(quantized, str(tmp))
@@ -208,4 +209,4 @@ def quantize_onnx(
                 parity = check_parity(fp32, int8, parity_images, min_cosine)
             if not parity.passed:
                 raise ExportError(f"the INT8 model's embeddings differ too much from fp32: {parity.summary()}")
-    return QuantizeResult(Path(out), method, sum(len(b) for b in batches), count_qdq(quantized), parity)
+    return QuantizeResult(Path(out), method, images, count_qdq(quantized), parity)
