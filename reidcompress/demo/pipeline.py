@@ -19,7 +19,6 @@ from reidcompress.evaluation.features import evaluate_embedder
 from reidcompress.export.onnx import export_onnx
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
-from reidcompress.models.summary import count_flops, count_params
 from reidcompress.prune.api import load_prune_data, prune_model
 from reidcompress.prune.options import PruneOptions
 from reidcompress.runtime import TorchEmbedder
@@ -203,8 +202,3 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     summary = summarise(cfg, results, d.stages.seconds(), time.perf_counter() - start)
     summary["report"] = str(write_markdown(w, summary))
     return summary
-
-
-def model_size(path: Path) -> tuple[int, int]:
-    model = load_model(path)
-    return count_params(model), count_flops(model, model.config.input_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.resnet import STAGES
 
-__all__ = ["count_flops", "count_params", "stage_widths", "conv_widths", "model_summary"]
+__all__ = ["Complexity", "complexity", "count_flops", "count_params", "stage_widths", "conv_widths", "model_summary"]
+
+FLOPS_CONVENTION = "torch.utils.flop_counter: 2 FLOPs per multiply-add, batch 1, conv+linear only"
 
 
 @torch.no_grad()
@@ -36,6 +39,31 @@ def count_params(model: ReIDNet, include_classifier: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
+@dataclass(frozen=True)
+class Complexity:
+    """The cost of one image through the inference network.
+
+    Attributes:
+        flops: FLOPs of one eval forward pass at ``input_size`` (``FLOPS_CONVENTION``).
+        params: parameters without the training-only ID classifier.
+        input_size: (height, width) the FLOPs were counted at.
+    """
+
+    flops: int
+    params: int
+    input_size: tuple[int, int]
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+
+def complexity(model: ReIDNet, input_size: tuple[int, int] | None = None) -> Complexity:
+    """FLOPs and parameters of ``model`` at ``input_size`` (default: the size it was trained at)."""
+    h, w = input_size or model.config.input_size
+    return Complexity(count_flops(model, (h, w)), count_params(model), (h, w))
+
+
 def stage_widths(model: ReIDNet) -> dict[str, list[int]]:
     """Per stage, the output width of every conv (block-internal widths show where pruning cut)."""
     widths: dict[str, list[int]] = {"stem": [model.backbone.conv1.out_channels]}
@@ -52,14 +80,14 @@ def conv_widths(model: nn.Module) -> dict[str, int]:
 def model_summary(model: ReIDNet) -> dict[str, Any]:
     """What ``reidcompress info`` shows, as plain JSON-able values."""
     cfg = model.config
-    flops = count_flops(model, cfg.input_size)
+    cost = complexity(model)
     return {
         "arch": cfg.arch,
-        "params": count_params(model),
+        "params": cost.params,
         "params_with_classifier": count_params(model, include_classifier=True),
-        "flops": flops,
-        "macs": flops // 2,
-        "flops_convention": "torch.utils.flop_counter: 2 FLOPs per multiply-add, batch 1, conv+linear only",
+        "flops": cost.flops,
+        "macs": cost.macs,
+        "flops_convention": FLOPS_CONVENTION,
         "input_size": list(cfg.input_size),
         "embedding_dim": model.embedding_dim,
         "num_classes": cfg.num_classes,

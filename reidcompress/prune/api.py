@@ -5,30 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reidcompress._io import check_output_path, require_file
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
-from reidcompress.models.summary import conv_widths, count_flops, count_params
-from reidcompress.prune.engine import ScoredGroup
+from reidcompress.models.summary import complexity
+from reidcompress.prune.latency import LatencyTarget, check_latency_request, search_latency
 from reidcompress.prune.options import PruneOptions
+from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
 from reidcompress.prune.training import PruneData
 
-if TYPE_CHECKING:
-    from reidcompress.prune.latency import LatencyTarget
-
 __all__ = ["prune_model", "prune_checkpoint", "load_prune_data", "pruning_record"]
-
-
-def _complexity(model: ReIDNet) -> tuple[int, int]:
-    return count_flops(model, model.config.input_size), count_params(model)
-
-
-def _group_rates(groups: list[ScoredGroup], widths: dict[str, int]) -> dict[str, float]:
-    return {g.root: round(1.0 - widths[g.root] / g.size, 6) for g in groups}
 
 
 def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneData | None = None) -> dict[str, Any]:
@@ -39,52 +29,16 @@ def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneD
     """
     spec = get_method(method)
     options.check(spec, has_data=data is not None)
-    flops0, params0 = _complexity(model)
+    return _prune(model, spec, options, data)
+
+
+def _prune(model: ReIDNet, spec: MethodSpec, options: PruneOptions, data: PruneData | None) -> dict[str, Any]:
+    """``prune_model`` on options already checked."""
+    before = complexity(model)
     embedding_dim = model.embedding_dim
-    groups = STRATEGIES[spec.strategy](model, spec.make_criterion(), options, data)
+    result = STRATEGIES[spec.strategy](model, spec.make_criterion(), options, data)
     assert model.embedding_dim == embedding_dim, "the embedding width must never change"
-    return pruning_record(model, spec, options, groups, flops0, params0)
-
-
-def pruning_record(
-    model: ReIDNet, spec: MethodSpec, options: PruneOptions, groups: list[ScoredGroup], flops0: int, params0: int
-) -> dict[str, Any]:
-    """The record of a finished pruning of ``model`` (``flops0``/``params0``: before), stored as ``model.pruning``."""
-    flops1, params1 = _complexity(model)
-    widths = conv_widths(model)
-    record: dict[str, Any] = {
-        "method": spec.name,
-        "paper": spec.paper,
-        "strategy": spec.strategy,
-        "rate": options.rate,
-        "target_flops": options.target_flops,
-        "scope": options.scope,
-        "round_to": options.round_to,
-        "residual": options.residual,
-        "steps": options.steps,
-        "epochs": options.epochs,
-        "finetune_epochs": options.finetune_epochs,
-        "flops_before": flops0,
-        "flops_after": flops1,
-        "flops_ratio": flops1 / flops0,
-        "params_before": params0,
-        "params_after": params1,
-        "embedding_dim": model.embedding_dim,
-        "input_size": list(model.config.input_size),
-        "conv_widths": widths,
-        "group_rates": _group_rates(groups, widths),
-    }
-    if options.target_flops is not None:
-        record["target_met"] = abs(flops1 / flops0 - options.target_flops) <= options.tolerance * options.target_flops
-    controller = model.meta.pop("controller", None)
-    if controller is not None:
-        record["controller"] = controller
-    if options.sensitivity is not None:
-        record["sensitivity"] = options.sensitivity.describe()
-    if model.pruning:
-        record["previous"] = model.pruning
-    model.pruning = record
-    return record
+    return pruning_record(model, spec, options, result, before)
 
 
 def load_prune_data(root: str | os.PathLike[str], dataset: str = "market1501", **kwargs: Any) -> PruneData:
@@ -119,19 +73,15 @@ def prune_checkpoint(
     if latency is None:
         options.check(spec, has_data=data_root is not None)
     else:
-        from reidcompress.prune.latency import check_latency_request
-
         check_latency_request(spec, options, latency, has_data=data_root is not None)
     data = None
     if data_root is not None:
         data = load_prune_data(data_root, dataset, device=device, train_options=train_options)
     model = load_model(checkpoint, map_location=device)
     if latency is None:
-        record = prune_model(model, method, options, data)
+        record = _prune(model, spec, options, data)
     else:
-        from reidcompress.prune.latency import prune_for_latency
-
-        record = prune_for_latency(model, method, options, latency, data, log=log)
+        record = search_latency(model, spec, options, latency, data, log=log)
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
     return {"checkpoint": str(checkpoint), "out": str(out_path), **record}

@@ -25,12 +25,14 @@ from typing import Any
 
 from reidcompress.errors import InputError, MethodError
 from reidcompress.models.reid import ReIDNet
-from reidcompress.models.summary import count_flops, count_params
+from reidcompress.models.summary import complexity
 from reidcompress.prune.engine import ScoredGroup, apply_plan, select_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.planning import FlopModel
+from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies.oneshot import most_pruned, plan_kept, score_model
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 from reidcompress.runtime.base import Embedder
 from reidcompress.verify.latency import MEASURE_SPINNING, Clock, LatencyStats, embedder_latency
@@ -42,6 +44,7 @@ __all__ = [
     "Trial",
     "check_latency_request",
     "prune_for_latency",
+    "search_latency",
     "latency_summary",
 ]
 
@@ -322,22 +325,34 @@ def prune_for_latency(
         InputError/MethodError: bad options, a target at or above the unpruned latency, or below
         the most pruned network's; nothing is changed then.
     """
-    from reidcompress.prune.api import pruning_record
-
     spec = get_method(method)
     check_latency_request(spec, options, target, has_data=data is not None)
+    return search_latency(model, spec, options, target, data, timer=timer, log=log)
+
+
+def search_latency(
+    model: ReIDNet,
+    spec: MethodSpec,
+    options: PruneOptions,
+    target: LatencyTarget,
+    data: PruneData | None = None,
+    *,
+    timer: Timer | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``prune_for_latency`` on a request ``check_latency_request`` has passed (``prune_checkpoint`` checks
+    it before loading anything)."""
     timer = timer or BackendTimer(target)
-    flops0, params0 = count_flops(model, model.config.input_size), count_params(model)
+    before = complexity(model)
     criterion = spec.make_criterion()
     groups = score_model(model, criterion, options, data)
-    outcome = _search(_Search(model, groups, options, criterion, timer), target, method, log or (lambda _: None))
+    outcome = _search(_Search(model, groups, options, criterion, timer), target, spec.name, log or (lambda _: None))
     best = outcome.best
     apply_plan(model, select_channels(groups, best.kept))
     if options.finetune_epochs and data is not None:
         data.fit(model, options.finetune_epochs)
-    record = pruning_record(
-        model, spec, dataclasses.replace(options, target_flops=best.requested), groups, flops0, params0
-    )
+    level = dataclasses.replace(options, target_flops=best.requested)
+    record = pruning_record(model, spec, level, StrategyResult.of(groups), before)
     record["latency_target"] = _latency_record(target, outcome, getattr(timer, "device_name", None))
     # The FLOPs level is only the search's handle; the target the user gave is the latency.
     record["target_met"] = record["latency_target"]["within_tolerance"]

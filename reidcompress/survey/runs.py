@@ -28,7 +28,7 @@ from reidcompress.models.checkpoint import FORMAT, load_model, load_raw, save_mo
 from reidcompress.models.importers import import_checkpoint
 from reidcompress.models.recipes import Recipe, list_recipes, load_recipe
 from reidcompress.models.reid import ReIDNet
-from reidcompress.models.summary import count_flops, count_params
+from reidcompress.models.summary import complexity
 from reidcompress.prune import PruneData, PruneOptions, get_method, prune_model
 from reidcompress.prune.training import training_options
 from reidcompress.runtime.torch_backend import TorchEmbedder, resolve_device
@@ -43,7 +43,6 @@ __all__ = [
     "Initialisation",
     "METRICS",
     "split_budget",
-    "complexity",
     "trained_model",
     "pruned_row",
     "pretrained_checkpoint",
@@ -274,11 +273,6 @@ def split_budget(method: str, epochs: int) -> tuple[int, int]:
     return epochs - tail, tail
 
 
-def complexity(model: ReIDNet) -> dict[str, int]:
-    """Parameters (without the training-only classifier) and FLOPs at the model's input size."""
-    return {"params": count_params(model), "flops": count_flops(model, model.config.input_size)}
-
-
 def trained_model(
     run: Run,
     name: str,
@@ -300,7 +294,9 @@ def trained_model(
     def fn() -> dict[str, Any]:
         torch.manual_seed(config.seed)
         model, got = run.fit(build(), dataset, config, out, new_ids=new_ids)
-        return {"checkpoint": str(out), "domain": dataset.root, **complexity(model), "metrics": got}
+        cost = complexity(model)
+        sizes = {"params": cost.params, "flops": cost.flops}
+        return {"checkpoint": str(out), "domain": dataset.root, **sizes, "metrics": got}
 
     settings = {"upstream": dict(upstream), "data": dataset.root, "config": config.to_dict(), "new_ids": new_ids}
     return run.stage(name, settings, [out], fn)

@@ -20,11 +20,12 @@ from reidcompress.evaluation.cache import FeatureCache
 from reidcompress.evaluation.features import evaluate_embedder
 from reidcompress.export.calibration import image_batches, sample_items
 from reidcompress.export.parity import compare_embeddings, embed_all
+from reidcompress.models.summary import Complexity, complexity
 from reidcompress.runtime.base import Embedder, load_embedder
 from reidcompress.verify.environment import environment
 from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
-__all__ = ["Tolerances", "Check", "ModelReport", "VerifyResult", "verify", "network_id"]
+__all__ = ["Tolerances", "Check", "ModelReport", "VerifyResult", "verify", "network_id", "embedder_complexity"]
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,14 @@ def network_id(embedder: Embedder) -> str | None:
     return None
 
 
-def _complexity(embedder: Embedder) -> tuple[int | None, int | None]:
+def embedder_complexity(embedder: Embedder) -> Complexity | None:
+    """The network's FLOPs and parameters: recorded in an exported model's metadata, counted on a PyTorch
+    one; None for an engine that records neither."""
     meta = getattr(embedder, "metadata", {}) or {}
-    if "flops" in meta:
-        return int(meta["flops"]), int(meta.get("params", 0)) or None
+    if "flops" in meta and "params" in meta:
+        return Complexity(int(meta["flops"]), int(meta["params"]), embedder.input_size)
     model = getattr(embedder, "model", None)
-    if model is None:
-        return None, None
-    from reidcompress.models.summary import count_flops, count_params
-
-    return count_flops(model, model.config.input_size), count_params(model)
+    return None if model is None else complexity(model)
 
 
 def _checks(drops: dict[str, float], parity: dict[str, Any] | None, tol: Tolerances) -> list[Check]:
@@ -147,7 +146,8 @@ class _Settings:
 def _report(path: Path, role: str, s: _Settings) -> tuple[ModelReport, Embedder]:
     emb = load_embedder(path, device=s.device, threads=s.threads)
     metrics = evaluate_embedder(emb, s.dataset, cache=s.cache, **s.eval_kw)
-    flops, params = _complexity(emb)
+    cost = embedder_complexity(emb)
+    flops, params = (cost.flops, cost.params) if cost else (None, None)
     return ModelReport(str(path), role, emb.describe(), network_id(emb), flops, params, metrics), emb
 
 

@@ -12,7 +12,7 @@ from reidcompress._io import save_figure
 from reidcompress.errors import InputError
 from reidcompress.runtime.base import load_embedder
 from reidcompress.runtime.torch_backend import TORCH_SUFFIXES
-from reidcompress.verify.api import _complexity
+from reidcompress.verify.api import embedder_complexity
 from reidcompress.verify.environment import environment
 from reidcompress.verify.latency import MEASURE_SPINNING, compare_latency
 
@@ -49,9 +49,10 @@ def bench(
         }
         rows = []
         for name, emb in embedders.items():
-            flops, params = _complexity(emb)
+            cost = embedder_complexity(emb)
+            sizes = {"flops": cost.flops if cost else None, "params": cost.params if cost else None}
             rows += [
-                {"model": sources[name], **emb.describe(), "flops": flops, "params": params, **stats[b][name].to_dict()}
+                {"model": sources[name], **emb.describe(), **sizes, **stats[b][name].to_dict()}
                 for b in batch_sizes
             ]
     finally:

@@ -21,7 +21,7 @@ accuracy is the ReID mAP on identities held out from the training split (never t
   pace the rate rises, and so how much recovery training the network gets between steps. Epochs the
   steps leave unused when the budget is reached early fine-tune the result on all the identities, so
   ``--epochs`` is the method's whole training budget either way. Every trial is recorded
-  (``controller`` in the pruning record).
+  (``controller`` in the strategy's result, which the pruning record carries).
 
 ``afp``'s step is a one-shot removal by the criterion (filter L1 norm, the paper's) at ``--scope``;
 ``play_and_prune`` plugs its regularised step into the same controller (``strategies.play_and_prune``).
@@ -44,6 +44,7 @@ from reidcompress.prune.engine import ScoredGroup
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.iterative import step_target
 from reidcompress.prune.strategies.oneshot import prune_step
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData, heldout_map
 
 __all__ = ["Step", "run_controlled", "run_afp", "INITIAL_STEP"]
@@ -133,7 +134,7 @@ def _strength(last: float, floor: float, tolerance: float) -> float:
 
 def run_controlled(
     model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None, step: Step
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     """Reach the budget through controller-paced ``step`` trials (see the module doc); prunes ``model`` in place."""
     assert data is not None  # PruneOptions.check guarantees it
     train, val = data.split_identities(options.holdout)
@@ -167,13 +168,12 @@ def run_controlled(
         if progress >= 1.0:
             break
     _restore_classifier(model, saved)
-    model.meta["controller"] = {"heldout_mAP_before": reference, "floor": floor, "trials": trials}
     # --epochs is the method's training budget: what the steps did not use fine-tunes the result.
     tail = options.epochs - len(trials) + options.finetune_epochs
     if tail:
         data.fit(model, tail)
-    return first
+    return StrategyResult.of(first, controller={"heldout_mAP_before": reference, "floor": floor, "trials": trials})
 
 
-def run_afp(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> list[ScoredGroup]:
+def run_afp(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> StrategyResult:
     return run_controlled(model, criterion, options, data, _hard_step)

@@ -17,6 +17,7 @@ from reidcompress.prune.criteria import Criterion
 from reidcompress.prune.engine import ScoredGroup
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import prune_step
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 
 __all__ = ["run_steps", "step_target"]
@@ -31,7 +32,7 @@ def step_target(options: PruneOptions, frac: float, flops0: int, base: Mapping[s
     return {"flops": flops0 * options.target_flops**frac}
 
 
-def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> list[ScoredGroup]:
+def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None) -> StrategyResult:
     """Prune ``model`` in place in ``options.steps`` steps; returns the groups as first scored."""
     flops0 = count_flops(model, model.config.input_size)
     first: list[ScoredGroup] = []
@@ -42,4 +43,4 @@ def run_steps(model: ReIDNet, criterion: Criterion, options: PruneOptions, data:
             first, base = groups, {g.root: g.size for g in groups}
         if options.finetune_epochs and data is not None:
             data.fit(model, options.finetune_epochs)
-    return first
+    return StrategyResult.of(first)

@@ -35,6 +35,7 @@ from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.adaptive import run_controlled
 from reidcompress.prune.strategies.oneshot import plan_kept, prune_step, score_model
 from reidcompress.prune.strategies.regularised import channel_params
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 from reidcompress.train.callbacks import Callback
 
@@ -79,5 +80,5 @@ def _play_step(
 
 def run_play_and_prune(
     model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     return run_controlled(model, criterion, options, data, _play_step)

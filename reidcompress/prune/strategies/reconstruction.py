@@ -52,6 +52,7 @@ from reidcompress.prune.criteria._reconstruction import (
 from reidcompress.prune.engine import ScoredGroup, apply_plan, blocks, build_graph, select_channels, zero_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import plan_kept, score_model
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 
 __all__ = ["run_reconstruction"]
@@ -203,7 +204,7 @@ def _plan_counts(
 
 def run_reconstruction(
     model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     """Plan the counts, select and refit layer by layer on calibration images, remove; see the module doc."""
     if not isinstance(criterion, ReconstructionCriterion):
         raise MethodError(f"{criterion.name!r} is not a reconstruction criterion")
@@ -232,4 +233,4 @@ def run_reconstruction(
     model.train(was_training)
     if options.finetune_epochs:
         data.fit(model, options.finetune_epochs)
-    return groups
+    return StrategyResult.of(groups)

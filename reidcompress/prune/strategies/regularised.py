@@ -33,6 +33,7 @@ from reidcompress.prune.criteria._base import bn_out_members, conv_out_members
 from reidcompress.prune.engine import ScoredGroup, apply_plan, build_graph, select_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import plan_kept, score_model
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 from reidcompress.train.callbacks import Callback
 
@@ -113,7 +114,7 @@ class AutoBalanced(Callback):
 
 def run_regularised(
     model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     """Train with the balanced decay for ``options.epochs`` epochs, remove the weak channels, fine-tune."""
     assert data is not None  # PruneOptions.check guarantees it
     callback = AutoBalanced(criterion, options, data, count_flops(model, model.config.input_size))
@@ -121,4 +122,4 @@ def run_regularised(
     apply_plan(model, callback.select(model))
     if options.finetune_epochs:
         data.fit(model, options.finetune_epochs)
-    return callback.groups
+    return StrategyResult.of(callback.groups)

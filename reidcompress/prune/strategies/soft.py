@@ -24,6 +24,7 @@ from reidcompress.prune.criteria import Criterion
 from reidcompress.prune.engine import ScoredGroup, apply_plan, build_graph, select_channels, zero_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import plan_kept, score_model
+from reidcompress.prune.strategies.result import StrategyResult
 from reidcompress.prune.training import PruneData
 from reidcompress.train.callbacks import Callback
 
@@ -83,7 +84,7 @@ def run_soft(
     options: PruneOptions,
     data: PruneData | None,
     schedule: Schedule = constant_schedule,
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     """Train ``options.epochs`` epochs with soft pruning, then remove the zeroed channels for good."""
     assert data is not None  # PruneOptions.check guarantees it
     callback = SoftPruning(criterion, options, data, schedule, count_flops(model, model.config.input_size))
@@ -91,10 +92,10 @@ def run_soft(
     apply_plan(model, callback.plan)
     if options.finetune_epochs:
         data.fit(model, options.finetune_epochs)
-    return callback.groups
+    return StrategyResult.of(callback.groups)
 
 
 def run_progressive(
     model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
-) -> list[ScoredGroup]:
+) -> StrategyResult:
     return run_soft(model, criterion, options, data, exponential_schedule(options.decay))
