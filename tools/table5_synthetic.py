@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reidcompress.cli._common import parse_size
+from reidcompress._parse import parse_size
 from reidcompress.data.synth import synthesize
 from reidcompress.prune import list_methods
 from reidcompress.survey import Overrides, Table5Config, run_table5, table5_markdown

@@ -1,4 +1,4 @@
-"""What every command shares: error reporting, JSON output, the stderr console, option parsing."""
+"""What every command shares: error reporting, JSON output, the stderr console, option parsing (``_parse``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from reidcompress._parse import parse_floats, parse_ints, parse_size
 from reidcompress.errors import InputError, ReidCompressError
 
 __all__ = ["handle_errors", "emit_json", "console", "out_console", "parse_size", "parse_floats", "parse_ints"]
@@ -50,31 +51,6 @@ def _jsonable(o: Any) -> Any:
     if hasattr(o, "__fspath__"):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x128' -> (256, 128) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"size must look like HEIGHTxWIDTH (e.g. 256x128), got {text!r}") from None
-    if h < 16 or w < 16:
-        raise InputError(f"size must be at least 16x16, got {text!r}")
-    return h, w
-
-
-def parse_floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
 def set_threads(threads: int | None) -> None:

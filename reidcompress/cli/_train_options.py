@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from reidcompress._parse import parse_assignments
 from reidcompress.cli._common import console, emit_json, parse_ints
 from reidcompress.errors import InputError
 from reidcompress.train.config import TrainConfig
@@ -90,19 +91,8 @@ def load_train_dataset(root: Path, name: str) -> Any:
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["gamma=0.5", "soft_margin=true"]`` -> ``{"gamma": 0.5, "soft_margin": True}`` (JSON values)."""
-    import json
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
+    """``--set KEY=VALUE`` options as TrainConfig fields (JSON values)."""
+    return parse_assignments(items, "--set")
 
 
 def config_from_options(

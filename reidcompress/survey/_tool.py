@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reidcompress._io import atomic_write_text
-from reidcompress.cli._common import parse_size
-from reidcompress.cli._train_options import parse_set
+from reidcompress._parse import parse_assignments, parse_size
 from reidcompress.errors import InputError, ReidCompressError
 from reidcompress.survey.runs import Overrides
 
@@ -47,8 +46,8 @@ def overrides(args: argparse.Namespace) -> Overrides:
         input_size=args.input_size,
         train_epochs=args.epochs,
         finetune_epochs=args.finetune_epochs,
-        train={**common, **parse_set(args.train_set)},
-        finetune={**common, **parse_set(args.finetune_set)},
+        train={**common, **parse_assignments(args.train_set, "--train-set")},
+        finetune={**common, **parse_assignments(args.finetune_set, "--finetune-set")},
         prune={k: v for k, v in prune.items() if v is not None},
     )
 
