@@ -16,7 +16,7 @@ from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
-from reidcompress.prune.training import PruneData
+from reidcompress.prune.training import PruneData, load_prune_data
 
 __all__ = ["prune_model", "prune_checkpoint", "load_prune_data", "pruning_record"]
 
@@ -39,13 +39,6 @@ def _prune(model: ReIDNet, spec: MethodSpec, options: PruneOptions, data: PruneD
     result = STRATEGIES[spec.strategy](model, spec.make_criterion(), options, data)
     assert model.embedding_dim == embedding_dim, "the embedding width must never change"
     return pruning_record(model, spec, options, result, before)
-
-
-def load_prune_data(root: str | os.PathLike[str], dataset: str = "market1501", **kwargs: Any) -> PruneData:
-    """The training split of a dataset on disk, for calibration and training-time methods."""
-    from reidcompress.data.datasets import load_dataset
-
-    return PruneData(items=tuple(load_dataset(root, dataset).train), **kwargs)
 
 
 def prune_checkpoint(

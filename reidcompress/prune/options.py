@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reidcompress.errors import InputError, MethodError
 from reidcompress.prune.planning import SCOPES
 from reidcompress.prune.registry import MethodSpec
-
-if TYPE_CHECKING:
-    from reidcompress.prune.sensitivity import SensitivityProfile
+from reidcompress.prune.sensitivity.profile import SensitivityProfile
 
 __all__ = ["PruneOptions", "AMOUNT_FIELDS", "RECIPE_FIELDS", "with_recipe"]
 

@@ -8,6 +8,7 @@ The data and training packages are imported on use, so weight-only methods never
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -19,6 +20,7 @@ from reidcompress.models.reid import ReIDNet
 
 __all__ = [
     "PruneData",
+    "load_prune_data",
     "calibration_loss",
     "heldout_map",
     "training_options",
@@ -158,3 +160,10 @@ def heldout_map(model: ReIDNet, val: Any, device: str) -> float:
         return float(evaluate_embedder(TorchEmbedder(model, device=device), val, progress=False)["mAP"])
     finally:
         model.train(was_training)
+
+
+def load_prune_data(root: str | os.PathLike[str], dataset: str = "market1501", **kwargs: Any) -> PruneData:
+    """The training split of a dataset on disk, for calibration and training-time methods."""
+    from reidcompress.data.datasets import load_dataset
+
+    return PruneData(items=tuple(load_dataset(root, dataset).train), **kwargs)
