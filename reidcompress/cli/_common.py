@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
-from reidcompress._parse import parse_floats, parse_ints, parse_size
+from reidcompress._parse import name_options, parse_floats, parse_ints, parse_size
 from reidcompress.errors import InputError, ReidCompressError
 
 __all__ = ["handle_errors", "emit_json", "console", "out_console", "parse_size", "parse_floats", "parse_ints"]
@@ -27,17 +28,26 @@ out_console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUM
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a ReidCompressError into one line on stderr and exit code 2."""
+    """Turn a ReidCompressError into one line on stderr and exit code 2, naming the command's options."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ReidCompressError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {name_options(str(e), _command_options())}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _command_options() -> dict[str, str]:
+    """The running command's options by parameter name: ``{"target_flops": "--target-flops", ...}``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    options = (p for p in ctx.command.params if isinstance(p, click.Option) and p.name)
+    return {p.name: max(p.opts, key=len) for p in options if p.name}
 
 
 def emit_json(obj: Any) -> None:

@@ -12,13 +12,13 @@ from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import complexity
 from reidcompress.prune.latency import LatencyTarget, check_latency_request, search_latency
-from reidcompress.prune.options import PruneOptions
+from reidcompress.prune.options import PruneOptions, resolve_options
 from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
 from reidcompress.prune.training import PruneData, load_prune_data
 
-__all__ = ["prune_model", "prune_checkpoint", "load_prune_data", "pruning_record"]
+__all__ = ["prune_model", "prune_checkpoint", "prune_with_settings", "load_prune_data", "pruning_record"]
 
 
 def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneData | None = None) -> dict[str, Any]:
@@ -78,3 +78,24 @@ def prune_checkpoint(
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
     return {"checkpoint": str(checkpoint), "out": str(out_path), **record}
+
+
+def prune_with_settings(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: Mapping[str, Any],
+    *,
+    recipe: str | os.PathLike[str] | None = None,
+    sensitivity: str | os.PathLike[str] | None = None,
+    latency: LatencyTarget | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``prune_checkpoint`` from loose settings, as a command line or a config file gives them.
+
+    ``settings`` holds ``method`` and PruneOptions fields (None = not set), merged over ``recipe``'s
+    prune section (``options.resolve_options``); ``kwargs`` go to ``prune_checkpoint``.
+    """
+    method, options, train_options = resolve_options(
+        settings, recipe=recipe, sensitivity=sensitivity, latency=latency is not None
+    )
+    return prune_checkpoint(checkpoint, out, method, options, latency=latency, train_options=train_options, **kwargs)
