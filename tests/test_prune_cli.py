@@ -12,7 +12,7 @@ from reidcompress.cli import app
 from reidcompress.errors import InputError
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
-from reidcompress.prune import list_methods
+from reidcompress.prune import get_method, list_methods
 from reidcompress.prune.api import prune_with_settings
 from reidcompress.prune.options import PruneOptions, resolve_options
 
@@ -168,3 +168,10 @@ def test_prune_with_settings_is_what_the_command_runs(ckpt: Path, tmp_path: Path
         4,
         str(tmp_path / "lib.pt"),
     )
+
+
+def test_library_errors_name_parameters_and_the_command_names_its_options(ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^`rate` must be in \[0, 1\), got 1.5$"):
+        PruneOptions(rate=1.5).check(get_method("hao_li"), has_data=False)
+    res = runner.invoke(app, ["prune", str(ckpt), "-m", "molchanov", "--rate", "0.5", "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 2 and "needs calibration images: give --data" in res.output and "`" not in res.output

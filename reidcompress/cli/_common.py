@@ -6,12 +6,13 @@ import functools
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
+from typer.models import OptionInfo
 
 from reidcompress._parse import name_options, parse_floats, parse_ints, parse_size
 from reidcompress.errors import InputError, ReidCompressError
@@ -35,19 +36,24 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ReidCompressError as e:
-            typer.echo(f"error: {name_options(str(e), _command_options())}", err=True)
+            typer.echo(f"error: {name_options(str(e), command_options(fn))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _command_options() -> dict[str, str]:
-    """The running command's options by parameter name: ``{"target_flops": "--target-flops", ...}``."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return {}
-    options = (p for p in ctx.command.params if isinstance(p, click.Option) and p.name)
-    return {p.name: max(p.opts, key=len) for p in options if p.name}
+def command_options(command: Callable[..., Any]) -> dict[str, str]:
+    """A command function's options by parameter name, from its ``Annotated[..., typer.Option(...)]``
+    hints: ``{"target_flops": "--target-flops", "out": "--out", "residual": "--residual"}``."""
+    options = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        for info in getattr(hint, "__metadata__", ()):
+            if isinstance(info, OptionInfo):
+                # In an Annotated hint, typer.Option's first argument (``default``) is a declaration too.
+                decls = [info.default, *(info.param_decls or ())]
+                long = [d.split("/")[0] for d in decls if isinstance(d, str) and d.startswith("--")]
+                options[name] = long[0] if long else "--" + name.replace("_", "-")
+    return options
 
 
 def emit_json(obj: Any) -> None:
