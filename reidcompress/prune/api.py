@@ -74,7 +74,7 @@ def prune_checkpoint(
     if latency is None:
         record = _prune(model, spec, options, data)
     else:
-        record = search_latency(model, spec, options, latency, data, log=log)
+        record = search_latency(model, spec, options, latency, data, None, log)
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
     return {"checkpoint": str(checkpoint), "out": str(out_path), **record}

@@ -328,7 +328,7 @@ def prune_for_latency(
     """
     spec = get_method(method)
     check_latency_request(spec, options, target, has_data=data is not None)
-    return search_latency(model, spec, options, target, data, timer=timer, log=log)
+    return search_latency(model, spec, options, target, data, timer, log)
 
 
 def search_latency(
@@ -336,10 +336,9 @@ def search_latency(
     spec: MethodSpec,
     options: PruneOptions,
     target: LatencyTarget,
-    data: PruneData | None = None,
-    *,
-    timer: Timer | None = None,
-    log: Callable[[str], None] | None = None,
+    data: PruneData | None,
+    timer: Timer | None,
+    log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """``prune_for_latency`` on a request ``check_latency_request`` has passed (``prune_checkpoint`` checks
     it before loading anything)."""
