@@ -1,22 +1,25 @@
-"""Pruning as a library call: ``prune_model`` (in memory) and ``prune_checkpoint`` (file to file)."""
+"""Pruning as a library call: ``prune_model`` (in memory), ``prune_checkpoint`` (file to file) and
+``prune_with_settings`` (file to file from loose settings and a recipe, as ``reidcompress prune`` runs it)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reidcompress._io import check_output_path, require_file
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import complexity
-from reidcompress.prune.latency import LatencyTarget, check_latency_request, search_latency
 from reidcompress.prune.options import PruneOptions, resolve_options
 from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
 from reidcompress.prune.training import PruneData, load_prune_data
+
+if TYPE_CHECKING:
+    from reidcompress.prune.latency import LatencyTarget
 
 __all__ = ["prune_model", "prune_checkpoint", "prune_with_settings", "load_prune_data", "pruning_record"]
 
@@ -66,6 +69,9 @@ def prune_checkpoint(
     if latency is None:
         options.check(spec, has_data=data_root is not None)
     else:
+        # Imported on use: latency targets bring the export and runtime stack, which plain pruning never needs.
+        from reidcompress.prune.latency import check_latency_request
+
         check_latency_request(spec, options, latency, has_data=data_root is not None)
     data = None
     if data_root is not None:
@@ -74,6 +80,8 @@ def prune_checkpoint(
     if latency is None:
         record = _prune(model, spec, options, data)
     else:
+        from reidcompress.prune.latency import search_latency
+
         record = search_latency(model, spec, options, latency, data, None, log)
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
