@@ -40,7 +40,7 @@ Progress = Callable[[str, int, int], None]  # (description, done, total)
 def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
     """Sorted unique rates, each in (0, 1); InputError otherwise."""
     if not rates:
-        raise InputError("give at least one of the `rates` (e.g. 0.1,0.3,0.5,0.7)")
+        raise InputError("`rates` is empty: give at least one (e.g. 0.1,0.3,0.5,0.7)")
     bad = [r for r in rates if not 0.0 < r < 1.0]
     if bad:
         raise InputError(f"sensitivity rates must be in (0, 1), got {bad}")
