@@ -86,7 +86,7 @@ class LatencyTarget:
         if self.backend not in BACKENDS:
             raise InputError(f"unknown `backend` {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if not self.target_ms > 0:
-            raise InputError(f"the latency target must be a positive number of milliseconds, got {self.target_ms}")
+            raise InputError(f"`target_latency` must be a positive number of milliseconds, got {self.target_ms}")
         if self.batch < 1 or (self.threads is not None and self.threads < 1):
             raise InputError("`batch` and `threads` must be at least 1")
         if not 0 < self.tolerance < 1 or self.max_trials < 1 or self.runs < 1 or self.warmup < 0:
@@ -292,11 +292,11 @@ def _met(trial: Trial, target: LatencyTarget) -> bool:
 def check_latency_request(spec: MethodSpec, options: PruneOptions, target: LatencyTarget, has_data: bool) -> None:
     """Raise InputError/MethodError for a latency-target pruning that cannot run, before any work."""
     if options.rate is not None or options.target_flops is not None:
-        raise InputError("give exactly one of `rate`, `target_flops` or a latency target")
+        raise InputError("give exactly one of `rate`, `target_flops` or `target_latency`")
     if spec.strategy != "oneshot":
-        raise MethodError(f"a latency target searches the level of one-shot pruning; {spec.name} is {spec.strategy}")
+        raise MethodError(f"`target_latency` searches the level of one-shot pruning; {spec.name} is {spec.strategy}")
     if options.steps > 1:
-        raise InputError("a latency target prunes in one step (each level is measured): drop `steps`")
+        raise InputError("`target_latency` prunes in one step (each level is measured): drop `steps`")
     dataclasses.replace(options, target_flops=1.0).check(spec, has_data=has_data)
     target.check()
 

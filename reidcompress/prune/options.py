@@ -99,7 +99,7 @@ class PruneOptions:
     def _check_sensitivity(self, spec: MethodSpec) -> None:
         assert self.sensitivity is not None
         if self.target_flops is None:
-            raise InputError("`sensitivity` gives per-layer rates for a target: use `target_flops` or a latency target")
+            raise InputError("`sensitivity` gives per-layer rates for a target: use `target_flops` or `target_latency`")
         if spec.strategy != "oneshot":
             raise MethodError(f"`sensitivity` applies to one-shot pruning; {spec.name} is {spec.strategy}")
         if self.steps > 1:
