@@ -173,7 +173,7 @@ def test_cli_report_then_prune_with_the_sensitivity(analysis, trained_tiny, tmp_
     [
         (["--rate", "0.5"], "--target-flops or --target-latency"),
         (["--target-flops", "0.7", "--scope", "global"], "--scope global"),
-        (["--target-flops", "0.7", "--residual"], "--no-residual"),
+        (["--target-flops", "0.7", "--residual"], "set --residual to False"),
         (["--target-flops", "0.7", "--steps", "2"], "drop --steps"),
     ],
 )

@@ -105,12 +105,13 @@ class PruneOptions:
         if self.steps > 1:
             raise InputError("`sensitivity` plans one step from the unpruned network's analysis: drop `steps`")
         if self.scope != "local":
-            raise InputError(
-                "`sensitivity` sets every group's rate itself: it cannot be combined with the global `scope`"
-            )
+            raise InputError("`sensitivity` sets every group's rate itself: it cannot be combined with `scope` global")
         if self.sensitivity.residual != self.residual:
-            said = "with" if self.sensitivity.residual else "without"
-            raise InputError(f"{self.sensitivity.path} was analysed {said} `residual` groups: prune {said} them too")
+            r = self.sensitivity.residual
+            raise InputError(
+                f"{self.sensitivity.path} was analysed {'with' if r else 'without'} the residual groups: "
+                f"set `residual` to {r} to match"
+            )
 
 
 def with_recipe(recipe: str | os.PathLike[str], given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
