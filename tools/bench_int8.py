@@ -41,7 +41,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def models(args: argparse.Namespace) -> dict[str, Path]:
+def models(args: argparse.Namespace, fmt: str) -> dict[str, Path]:
     """The four ONNX models, built once in --work."""
     w: Path = args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def models(args: argparse.Namespace) -> dict[str, Path]:
         if not fp32.exists():
             log(f"exporting {fp32}")
             export_onnx(src, fp32, parity_data=calib)
-        int8 = w / f"{src.stem}.int8-{args.calib_method}-{args.int8_format}.onnx"
+        int8 = w / f"{src.stem}.int8-{args.calib_method}-{fmt}.onnx"
         if not int8.exists():
             log(f"quantising {int8}")
             batches = calibration_batches(calib, size, num_images=args.calib_images, batch_size=16)
@@ -84,10 +84,8 @@ def models(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    reason = "chosen by hand"
-    if args.int8_format == "auto":
-        args.int8_format, reason = detect_int8_format()
-    paths = models(args)
+    fmt, reason = detect_int8_format() if args.int8_format == "auto" else (args.int8_format, "chosen by hand")
+    paths = models(args, fmt)
     embedders = {name: OnnxEmbedder(p, threads=args.threads, spinning=MEASURE_SPINNING) for name, p in paths.items()}
     load_before = os.getloadavg()
     rows = []
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "round_to": args.round_to,
         "residual": args.residual,
         "calib_method": args.calib_method,
-        "int8_format": args.int8_format,
+        "int8_format": fmt,
         "int8_format_reason": reason,
         "threads": args.threads,
         "models": {k: str(v) for k, v in paths.items()},
