@@ -10,6 +10,7 @@ import numpy as np
 
 from reidcompress._io import require_file
 from reidcompress.errors import BackendUnavailableError, CheckpointError, InputError
+from reidcompress.formats.onnx_metadata import decode_metadata
 from reidcompress.runtime.base import Embedder, register_backend
 
 __all__ = ["OnnxEmbedder", "PROVIDERS"]
@@ -53,8 +54,6 @@ class OnnxEmbedder(Embedder):
         self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None, spinning: bool = True
     ) -> None:
         import onnxruntime as ort
-
-        from reidcompress.export.onnx import decode_metadata
 
         p = require_file(path, "ONNX model")
         opts = ort.SessionOptions()
