@@ -40,6 +40,7 @@ __all__ = [
     "TensorRTFeatures",
     "tensorrt_features",
     "network_flags",
+    "check_tensorrt",
     "model_precision",
     "build_engine",
 ]
@@ -131,6 +132,15 @@ def network_flags(trt: Any) -> int:
     if features.strongly_typed_flag:
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 0  # strong typing is the only mode left
+
+
+def check_tensorrt() -> dict[str, str]:
+    """The TensorRT/GPU an engine built here would record; BackendUnavailableError unless the build can run."""
+    info = runtime_info()
+    import tensorrt as trt
+
+    network_flags(trt)
+    return info
 
 
 def _zero_point(proto: onnx.ModelProto, name: str) -> np.ndarray | None:
@@ -255,7 +265,7 @@ def build_engine(
     proto = onnx.load(str(src), load_external_data=False)
     precision = model_precision(proto, str(src))
     batches = _batch_range(proto, spec)
-    info = runtime_info()
+    info = check_tensorrt()
     tcache = Path(timing_cache) if timing_cache else Path(engine_path).with_suffix(".timing.cache")
     serialized = _build_bytes(src, batches, shape, spec, tcache)
     sidecar = {

@@ -89,10 +89,9 @@ class LatencyTarget:
         if not 0 < self.tolerance < 1 or self.max_trials < 1 or self.runs < 1 or self.warmup < 0:
             raise InputError("need 0 < tolerance < 1, max_trials >= 1, runs >= 1 and warmup >= 0")
         if self.backend == "tensorrt":
-            from reidcompress.export.tensorrt import require_tensorrt, runtime_info
+            from reidcompress.export.tensorrt import check_tensorrt
 
-            require_tensorrt()
-            runtime_info()
+            check_tensorrt()
         elif self.backend == "torch":
             from reidcompress.runtime.torch_backend import resolve_device
 
