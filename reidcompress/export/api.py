@@ -100,7 +100,7 @@ def _plan(
     calib_images: int,
     dataset: str,
 ) -> _Plan:
-    from reidcompress.export.quantize import INT8_FORMATS, check_calib_method
+    from reidcompress.export.quantize import check_calib_method, check_int8_format
 
     src = require_file(checkpoint, "checkpoint")
     out = Path(output)
@@ -108,8 +108,8 @@ def _plan(
     if int8:
         if fp16:
             raise InputError("INT8 quantises the fp32 model: export it without fp16")
-        if int8_format not in INT8_FORMATS:
-            raise InputError(f"int8_format must be one of {', '.join(INT8_FORMATS)}, got {int8_format!r}")
+        if check_int8_format(int8_format, "int8_format") == "trt":
+            raise InputError("int8_format 'trt' is TensorRT's Q/DQ model: ask for trt with precision int8")
         int8_path = _own_onnx_path(Path(int8_output) if int8_output else int8_onnx_path(out), out, src, "INT8 model")
     if trt:
         if precision not in PRECISIONS:
@@ -123,13 +123,13 @@ def _plan(
         engine_path = check_output_path(Path(engine) if engine else out.with_suffix(".engine"), src)
         if engine_path.suffix.lower() not in (".engine", ".plan"):
             raise InputError(f"the engine path must end in .engine or .plan, got {engine_path.name}")
-    needs_calib = int8 or (trt and precision == "int8")
-    if needs_calib:
-        check_calib_method(calib_method)
+    calib = None
+    if int8 or (trt and precision == "int8"):
+        check_calib_method(calib_method, "calib_method")
         if calib_data is None:
             raise InputError("INT8 needs calibration images: give calib_data (target-domain training images)")
-    # File names only: cheap, and it refuses bad calibration data before anything is written.
-    calib = calibration_items(calib_data, dataset=dataset, num_images=calib_images) if needs_calib else None
+        # File names only: cheap, and it refuses bad calibration data before anything is written.
+        calib = calibration_items(calib_data, dataset=dataset, num_images=calib_images)
     return _Plan(src, out, int8_path, trt_path, engine_path, calib)
 
 
