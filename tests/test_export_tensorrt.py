@@ -457,3 +457,120 @@ def test_real_engine_matches_onnx(tmp_path, trained_tiny, precision: str) -> Non
     with load_embedder(report.engine.path) as engine, OnnxEmbedder(tmp_path / "t.onnx") as fp32:
         parity = check_parity(fp32, engine, images, {"fp32": 0.9999, "fp16": 0.999}.get(precision, 0.98))
     assert parity.passed, parity.summary()
+
+
+# ---------------------------------------------------------------- export: the gated model first, then the engine
+
+
+def _gated_path(out: Path, precision: str) -> Path:
+    return out.with_name(f"m.{'fp16' if precision == 'fp16' else 'qdq'}.onnx")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_cli_writes_the_gated_model_then_fails_without_tensorrt(monkeypatch, tmp_path, trained_tiny, precision):
+    from typer.testing import CliRunner
+
+    from reidcompress.cli import app
+
+    ckpt, root = trained_tiny
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed, even on a machine that has it
+    out = tmp_path / "m.onnx"
+    args = ["export", str(ckpt), "-o", str(out), "--trt", "--precision", precision, "--data", str(root)]
+    res = CliRunner().invoke(app, [*args, "--calib-data", str(root), "--calib-images", "64"])
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("error: TensorRT is not installed") and "m.engine was not" in last, last
+    gated = _gated_path(out, precision)
+    assert "min cosine" in res.output and gated.exists() and out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".engine", ".json", ".tmp")]
+    proto = onnx.load(str(gated))
+    io_types = {v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]}
+    assert io_types == {TensorProto.FLOAT}  # fp32 I/O whatever runs inside
+    assert model_precision(proto, str(gated)) == precision  # int8: symmetric, zero points 0
+
+
+def test_cli_no_gpu_is_exit_2_with_no_engine(monkeypatch, tmp_path, trained_tiny) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from reidcompress.cli import app
+
+    use_tensorrt(monkeypatch, "11")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ckpt, _ = trained_tiny
+    res = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--trt", "--precision", "fp32"])
+    assert res.exit_code == 2 and "needs an NVIDIA GPU" in res.output.strip().splitlines()[-1], res.output
+    assert (tmp_path / "m.onnx").exists() and not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_export_model_builds_from_the_gated_model(monkeypatch, tmp_path, fake_gpu, trained_tiny, precision) -> None:
+    from reidcompress.export.api import export_model
+
+    ckpt, root = trained_tiny
+    trt = use_tensorrt(monkeypatch, "10")
+    out = tmp_path / "m.onnx"
+    lines: list[str] = []
+    report = export_model(
+        ckpt, out, trt=True, precision=precision, calib_data=root, calib_images=64, parity_data=root,
+        engine_spec=EngineSpec(1, 4, 8), log=lines.append,
+    )  # fmt: skip
+    assert [c[1] for c in trt.calls if c[0] == "parse"] == [str(_gated_path(out, precision))]
+    assert (tmp_path / "m.engine").read_bytes() == f"ENGINE {precision}".encode()
+    summary = report.to_dict()
+    gate = summary["trt_onnx"]["parity_to_fp32"]
+    assert gate["passed"] and gate["min_cosine"] >= (0.999 if precision == "fp16" else 0.98)
+    assert summary["engine"]["parity_to_fp32"] == gate == read_sidecar(tmp_path / "m.engine")["parity_to_fp32"]
+    assert summary["engine"]["precision"] == precision and len(lines) == 3
+
+
+def test_export_model_checks_everything_before_writing(tmp_path, trained_tiny) -> None:
+    from reidcompress.export.api import export_model
+
+    ckpt, root = trained_tiny
+    out = tmp_path / "m.onnx"
+    with pytest.raises(InputError, match="calibration images"):
+        export_model(ckpt, out, trt=True, precision="int8")
+    with pytest.raises(InputError, match="`precision` must be one of"):
+        export_model(ckpt, out, trt=True, precision="int4")
+    with pytest.raises(InputError, match="built from the fp32 export"):
+        export_model(ckpt, out, trt=True, fp16=True)
+    with pytest.raises(InputError, match=r"\.engine or \.plan"):
+        export_model(ckpt, out, trt=True, precision="fp32", engine=tmp_path / "m.bin")
+    with pytest.raises(InputError, match="TensorRT's Q/DQ model"):
+        export_model(ckpt, out, int8=True, int8_format="trt", calib_data=root)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the latency backend takes the same path
+
+
+def test_latency_backend_builds_an_fp16_engine_from_the_fp16_model(monkeypatch, fake_gpu, tiny_model) -> None:
+    from reidcompress.prune.latency import BackendTimer, LatencyTarget
+
+    _fake_runtime(monkeypatch, "FLOAT", "FLOAT")
+    trt = sys.modules["tensorrt"]
+    target = LatencyTarget(target_ms=5.0, backend="tensorrt", batch=2)
+    target.check()
+    with BackendTimer(target).deployed(tiny_model) as emb:
+        assert emb.embed(np.zeros((2, 3, 64, 32), np.float32)).shape == (2, 3)
+    parsed = [c[1] for c in trt.calls if c[0] == "parse"]
+    assert len(parsed) == 1 and parsed[0].endswith("model.fp16.onnx")
+    assert emb.sidecar["precision"] == "fp16" and not [c for c in trt.calls if c[0] == "set_flag"]
+
+
+def test_latency_backend_on_tensorrt_8_is_exit_2(monkeypatch, tmp_path, fake_gpu, tiny_model) -> None:
+    from typer.testing import CliRunner
+
+    from reidcompress.cli import app
+    from reidcompress.models.checkpoint import save_model
+    from reidcompress.prune.latency import LatencyTarget
+
+    use_tensorrt(monkeypatch, "8.6")
+    with pytest.raises(BackendUnavailableError, match="strongly typed"):
+        LatencyTarget(target_ms=5.0, backend="tensorrt").check()
+    ckpt = save_model(tmp_path / "t.pt", tiny_model)
+    args = ["prune", str(ckpt), "--target-latency", "5", "--backend", "tensorrt", "--out", str(tmp_path / "p.pt")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("error: TensorRT 8.6"), res.output
+    assert not (tmp_path / "p.pt").exists()

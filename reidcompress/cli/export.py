@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from reidcompress.cli._common import console, emit_json, handle_errors
+from reidcompress.errors import ReidCompressError
 
 _TRT = "TensorRT (--trt)"
 _INT8 = "INT8 (--int8 for ONNX Runtime, --trt --precision int8 for TensorRT)"
@@ -88,11 +90,19 @@ def export_cmd(
     from reidcompress.export.tensorrt import EngineSpec
 
     spec = EngineSpec(min_batch, opt_batch, max_batch, workspace) if trt else None
-    report = export_model(
-        ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
-        dataset=dataset, int8=int8, int8_output=int8_output, int8_format=int8_format, calib_method=calib_method,
-        calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision, engine=engine,
-        engine_spec=spec, log=console.print,
-    )  # fmt: skip
+    try:
+        report = export_model(
+            ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
+            dataset=dataset, int8=int8, int8_output=int8_output, int8_format=int8_format, calib_method=calib_method,
+            calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision, engine=engine,
+            engine_spec=spec, log=console.print,
+        )  # fmt: skip
+    except ReidCompressError as e:
+        raise type(e)(_as_flags(str(e))) from None
     if json_out:
         emit_json(report.to_dict())
+
+
+def _as_flags(message: str) -> str:
+    """export_model names its parameters in backticks (`calib_data`); the command names its flags."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), message)

@@ -1,5 +1,6 @@
 """``export_model``: checkpoint -> ONNX -> (CPU INT8) -> (TensorRT), the pipeline behind ``reidcompress export``.
 
+Errors name parameters in backticks (`calib_data`), which the command turns into its flags.
 Every input is checked before anything is written: output paths, the INT8 options, the calibration
 data (sampled up front, file names only). Then each artifact is written atomically, and each derived
 model is checked against its reference before it is published: the ONNX model against PyTorch, the
@@ -107,15 +108,17 @@ def _plan(
     int8_path = trt_path = engine_path = None
     if int8:
         if fp16:
-            raise InputError("INT8 quantises the fp32 model: export it without fp16")
-        if check_int8_format(int8_format, "int8_format") == "trt":
-            raise InputError("int8_format 'trt' is TensorRT's Q/DQ model: ask for trt with precision int8")
+            raise InputError("INT8 quantises the fp32 model: export it without `fp16`")
+        if check_int8_format(int8_format, "`int8_format`") == "trt":
+            raise InputError("`int8_format` trt is TensorRT's Q/DQ model: ask for `trt` with `precision` int8")
         int8_path = _own_onnx_path(Path(int8_output) if int8_output else int8_onnx_path(out), out, src, "INT8 model")
     if trt:
         if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise InputError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if fp16:
-            raise InputError("a TensorRT engine is built from the fp32 export: drop fp16 and ask for precision fp16")
+            raise InputError(
+                "a TensorRT engine is built from the fp32 export: drop `fp16` and ask for `precision` fp16"
+            )
         if precision in TRT_SUFFIXES:
             trt_path = _own_onnx_path(trt_onnx_path(out, precision), out, src, f"TensorRT {precision} model")
             if int8_path is not None and trt_path.resolve() == int8_path.resolve():
@@ -125,9 +128,9 @@ def _plan(
             raise InputError(f"the engine path must end in .engine or .plan, got {engine_path.name}")
     calib = None
     if int8 or (trt and precision == "int8"):
-        check_calib_method(calib_method, "calib_method")
+        check_calib_method(calib_method, "`calib_method`")
         if calib_data is None:
-            raise InputError("INT8 needs calibration images: give calib_data (target-domain training images)")
+            raise InputError("INT8 needs calibration images: give `calib_data` (target-domain training images)")
         # File names only: cheap, and it refuses bad calibration data before anything is written.
         calib = calibration_items(calib_data, dataset=dataset, num_images=calib_images)
     return _Plan(src, out, int8_path, trt_path, engine_path, calib)
