@@ -1,6 +1,7 @@
 """Exception hierarchy.
 
-Library code raises these; only the CLI turns them into one line on stderr and exit code 2.
+Library code raises these; only the CLI turns them into one line on stderr and an exit code:
+2 for most, 1 for ExportError (`cli/_common.py` EXIT_CODES, the one place that maps them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ __all__ = [
     "DatasetError",
     "MethodError",
     "BackendUnavailableError",
+    "EngineBuildError",
+    "ExportError",
 ]
 
 
@@ -42,3 +45,11 @@ class MethodError(ReidCompressError, ValueError):
 
 class BackendUnavailableError(ReidCompressError):
     """An inference backend (TensorRT, CUDA, an ONNX Runtime provider) is not available here."""
+
+
+class EngineBuildError(ReidCompressError):
+    """TensorRT could not parse the ONNX model or build an engine from it."""
+
+
+class ExportError(ReidCompressError):
+    """An exported model does not reproduce its reference (PyTorch, or the fp32 ONNX model)."""

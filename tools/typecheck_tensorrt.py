@@ -22,7 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-FILES = ["reidcompress/export/tensorrt.py", "reidcompress/runtime/trt_backend.py"]
+FILES = [
+    "reidcompress/export/tensorrt.py",
+    "reidcompress/formats/engine_sidecar.py",
+    "reidcompress/runtime/trt_backend.py",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 

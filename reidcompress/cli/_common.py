@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.models import OptionInfo
 
 from reidcompress._parse import name_options, parse_floats, parse_ints, parse_size
-from reidcompress.errors import InputError, ReidCompressError
+from reidcompress.errors import ExportError, InputError, ReidCompressError
 
 __all__ = ["handle_errors", "emit_json", "console", "out_console", "parse_size", "parse_floats", "parse_ints"]
 
@@ -28,8 +28,18 @@ console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
+# Bad input, a missing backend, a failed build: 2. An export that ran but does not reproduce its
+# reference (a broken graph, an INT8/FP16 model outside its cosine gate): 1, as a failed check.
+EXIT_CODES: dict[type[ReidCompressError], int] = {ExportError: 1}
+
+
+def exit_code(error: ReidCompressError) -> int:
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), 2)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn a ReidCompressError into one line on stderr and exit code 2, naming the command's options."""
+    """Turn a ReidCompressError into one line on stderr, naming the command's options, and its exit code
+    (EXIT_CODES, else 2)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,7 +47,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ReidCompressError as e:
             typer.echo(f"error: {name_options(str(e), command_options(fn))}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exit_code(e)) from None
 
     return wrapper  # type: ignore[return-value]
 

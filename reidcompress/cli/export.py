@@ -1,15 +1,15 @@
-"""``reidcompress export``: ONNX (always) and, with ``--trt``, a TensorRT engine built from it."""
+"""``reidcompress export``: ONNX (always), a CPU INT8 model with ``--int8``, a TensorRT engine with ``--trt``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from reidcompress.cli._common import console, emit_json, handle_errors
-from reidcompress.errors import BackendUnavailableError, InputError
-from reidcompress.export.onnx import ExportError, export_onnx
+from reidcompress.errors import ReidCompressError
 
 _TRT = "TensorRT (--trt)"
 _INT8 = "INT8 (--int8 for ONNX Runtime, --trt --precision int8 for TensorRT)"
@@ -40,8 +40,17 @@ def export_cmd(
     int8_output: Annotated[
         Path | None, typer.Option(help="INT8 model path (default: OUTPUT with .int8.onnx).", rich_help_panel=_INT8)
     ] = None,
+    int8_format: Annotated[
+        str,
+        typer.Option(
+            help="--int8 model for which CPU: auto (this machine's) | u8s8 (x86 with AVX-512 VNNI or AMX) | "
+            "u8s8-rr (x86 with AVX2 only, no VNNI: 7-bit weights against saturation) | s8s8 (ARM: Jetson, "
+            "Graviton, Apple).",
+            rich_help_panel=_INT8,
+        ),
+    ] = "auto",
     calib_method: Annotated[
-        str, typer.Option(help="--int8 calibration: minmax | entropy | percentile.", rich_help_panel=_INT8)
+        str, typer.Option(help="INT8 calibration: minmax | entropy | percentile.", rich_help_panel=_INT8)
     ] = "minmax",
     trt: Annotated[
         bool,
@@ -52,7 +61,14 @@ def export_cmd(
     engine: Annotated[
         Path | None, typer.Option(help="Engine path (default: OUTPUT with .engine).", rich_help_panel=_TRT)
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8.", rich_help_panel=_TRT)] = "fp16",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32 | fp16 (built from OUTPUT.fp16.onnx) | int8 (from the symmetric Q/DQ OUTPUT.qdq.onnx; "
+            "needs --calib-data). Both are written and checked against fp32 before the build.",
+            rich_help_panel=_TRT,
+        ),
+    ] = "fp16",
     calib_data: Annotated[
         Path | None,
         typer.Option(help="INT8 calibration dataset (training split; target domain).", rich_help_panel=_INT8),
@@ -64,108 +80,29 @@ def export_cmd(
     workspace: Annotated[int, typer.Option(help="Builder workspace in MiB.", rich_help_panel=_TRT)] = 2048,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Export CKPT to ONNX (named `images` -> `embeddings`), check parity with PyTorch, optionally build TensorRT.
+    """Export CKPT to ONNX (named `images` -> `embeddings`), check parity with PyTorch, optionally INT8 and TensorRT.
 
-    Without TensorRT or an NVIDIA GPU, `--trt` fails with exit code 2 after the ONNX model is written.
-    A broken export (embeddings differ from PyTorch) fails with exit code 1 and writes nothing.
+    With --trt, the model the engine is built from (fp32, FP16 or Q/DQ) is written and checked against the
+    fp32 model first; without TensorRT or an NVIDIA GPU the command then fails with exit code 2 and no engine.
+    A model that does not reproduce its reference fails with exit code 1 and is not written.
     """
-    spec = _engine_spec(precision, min_batch, opt_batch, max_batch, workspace) if trt else None
-    engine = engine or output.with_suffix(".engine")
-    if spec is not None and spec.precision == "int8" and calib_data is None and not Path(f"{engine}.calib").exists():
-        raise InputError("--precision int8 needs --calib-data DIR (target-domain training images)")
-    int8_path = _check_int8(ckpt, output, int8_output, calib_data, calib_method, fp16) if int8 else None
-    calib_items = None
-    if calib_data is not None and (int8 or (spec is not None and spec.precision == "int8")):
-        from reidcompress.export.calibration import calibration_items
-
-        # Sampled (and so checked) before anything is written; both INT8 paths calibrate on these images.
-        calib_items = calibration_items(calib_data, dataset=dataset, num_images=calib_images)
-    try:
-        result = export_onnx(
-            ckpt,
-            output,
-            opset=opset,
-            dynamic_batch=dynamic_batch,
-            fp16=fp16,
-            simplify=simplify,
-            parity_data=data,
-            dataset=dataset,
-        )
-    except ExportError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    summary: dict[str, Any] = result.to_dict()
-    console.print(f"wrote {output} ({result.exporter} exporter, opset {result.opset}); {result.parity.summary()}")
-    if int8_path is not None:
-        assert calib_data is not None and calib_items is not None
-        try:
-            summary["int8"] = _int8(output, int8_path, calib_items, calib_data, dataset, calib_method, data)
-        except ExportError as e:
-            typer.echo(f"error: {e} ({output} was written; {int8_path} was not)", err=True)
-            raise typer.Exit(1) from None
-    if spec is not None:
-        summary["engine"] = _build(output, engine or output.with_suffix(".engine"), spec, calib_items)
-    if json_out:
-        emit_json(summary)
-
-
-def _check_int8(
-    ckpt: Path, output: Path, int8_output: Path | None, calib_data: Path | None, method: str, fp16: bool
-) -> Path:
-    """Everything --int8 needs, checked before anything is written."""
-    from reidcompress._io import check_output_path
-    from reidcompress.export.quantize import check_calib_method
-
-    if calib_data is None:
-        raise InputError("--int8 needs --calib-data DIR (target-domain training images to calibrate on)")
-    if fp16:
-        raise InputError("--int8 quantises the fp32 model: drop --fp16")
-    check_calib_method(method)
-    path = int8_output or output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
-    if path.suffix.lower() != ".onnx" or path.resolve() == output.resolve():
-        raise InputError(f"the INT8 model needs its own .onnx path, got {path}")
-    return check_output_path(path, ckpt)
-
-
-def _int8(
-    fp32: Path, out: Path, items: list[Any], calib_data: Path, dataset: str, method: str, parity_data: Path | None
-) -> dict[str, Any]:
-    from reidcompress.export.calibration import image_batches, reference_images
-    from reidcompress.export.onnx import read_metadata
-    from reidcompress.export.quantize import quantize_onnx
-
-    size = tuple(read_metadata(fp32)["input_size"])
-    with console.status(f"calibrating INT8 ({method}) on {len(items)} images..."):
-        batches = list(image_batches(items, size, batch_size=16))
-        images = reference_images(size, parity_data or calib_data, dataset, n=64)
-        res = quantize_onnx(fp32, out, batches, method=method, parity_images=images)
-    console.print(res.summary())
-    return res.to_dict()
-
-
-def _engine_spec(precision: str, min_batch: int, opt_batch: int, max_batch: int, workspace: int) -> Any:
+    from reidcompress.export.api import export_model
     from reidcompress.export.tensorrt import EngineSpec
 
-    return EngineSpec(precision, min_batch, opt_batch, max_batch, workspace)
-
-
-def _build(onnx_path: Path, engine: Path, spec: Any, calib_items: list[Any] | None) -> dict[str, Any]:
-    from reidcompress.export.calibration import image_batches
-    from reidcompress.export.onnx import read_metadata
-    from reidcompress.export.tensorrt import build_engine, require_tensorrt, runtime_info
-
+    spec = EngineSpec(min_batch, opt_batch, max_batch, workspace) if trt else None
     try:
-        require_tensorrt()
-        runtime_info()
-    except BackendUnavailableError as e:
-        raise BackendUnavailableError(f"{e}; the ONNX model was written to {onnx_path}") from None
-    batches = None
-    if spec.precision == "int8" and calib_items is not None:
-        size = tuple(read_metadata(onnx_path)["input_size"])
-        batches = list(image_batches(calib_items, size, batch_size=spec.opt_batch))
-    sidecar = build_engine(onnx_path, engine, spec, calib_batches=batches)
-    console.print(
-        f"wrote {engine} (TensorRT {sidecar['tensorrt_version']}, {spec.precision}, "
-        f"batch {spec.min_batch}-{spec.max_batch}, {sidecar['gpu_name']})"
-    )
-    return {"path": str(engine), **sidecar}
+        report = export_model(
+            ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
+            dataset=dataset, int8=int8, int8_output=int8_output, int8_format=int8_format, calib_method=calib_method,
+            calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision, engine=engine,
+            engine_spec=spec, log=console.print,
+        )  # fmt: skip
+    except ReidCompressError as e:
+        raise type(e)(_as_flags(str(e))) from None
+    if json_out:
+        emit_json(report.to_dict())
+
+
+def _as_flags(message: str) -> str:
+    """export_model names its parameters in backticks (`calib_data`); the command names its flags."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), message)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import warnings
@@ -18,13 +17,22 @@ import torch
 
 from reidcompress import __version__
 from reidcompress._io import atomic_path, check_output_path, file_sha256, require_file
-from reidcompress.errors import CheckpointError, InputError, ReidCompressError
+from reidcompress.errors import ExportError, InputError
 from reidcompress.export._fp16 import to_fp16
 from reidcompress.export.calibration import reference_images
 from reidcompress.export.parity import ParityReport, check_parity
+from reidcompress.formats.onnx_metadata import (
+    INPUT,
+    META_PREFIX,
+    OUTPUT,
+    decode_metadata,
+    encode_metadata,
+    read_metadata,
+)
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops, count_params
+from reidcompress.runtime.onnx_backend import OnnxEmbedder
 from reidcompress.runtime.torch_backend import TorchEmbedder
 
 __all__ = [
@@ -33,6 +41,8 @@ __all__ = [
     "export_onnx",
     "write_onnx",
     "read_metadata",
+    "decode_metadata",
+    "model_metadata",
     "INPUT",
     "OUTPUT",
     "META_PREFIX",
@@ -40,13 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INPUT, OUTPUT = "images", "embeddings"
-META_PREFIX = "reidcompress."
 DYNAMO_MIN_OPSET = 18  # torch's dynamo exporter cannot target older opsets (TensorRT 8.5 on JetPack 5 parses <= 17)
-
-
-class ExportError(ReidCompressError):
-    """The exported model does not reproduce the PyTorch model (the command fails)."""
 
 
 @dataclass
@@ -127,23 +131,24 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
 
 def model_metadata(model: ReIDNet, source: Path, precision: str) -> dict[str, str]:
     cfg = model.config
-    meta = {
-        "arch": cfg.arch,
-        "input_size": json.dumps(list(cfg.input_size)),
-        "mean": json.dumps(list(cfg.mean)),
-        "std": json.dumps(list(cfg.std)),
-        "input": "RGB float32 in [0, 1], NCHW; normalisation is inside the graph",
-        "embedding_dim": str(model.embedding_dim),
-        "flops": str(count_flops(model, cfg.input_size)),
-        "params": str(count_params(model)),
-        "pruning": json.dumps(model.pruning),
-        "config": json.dumps(cfg.to_dict()),
-        "source_sha256": file_sha256(source),
-        "source": source.name,
-        "precision": precision,
-        "version": __version__,
-    }
-    return {META_PREFIX + k: v for k, v in meta.items()}
+    return encode_metadata(
+        {
+            "arch": cfg.arch,
+            "input_size": list(cfg.input_size),
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+            "input": "RGB float32 in [0, 1], NCHW; normalisation is inside the graph",
+            "embedding_dim": str(model.embedding_dim),
+            "flops": str(count_flops(model, cfg.input_size)),
+            "params": str(count_params(model)),
+            "pruning": model.pruning,
+            "config": cfg.to_dict(),
+            "source_sha256": file_sha256(source),
+            "source": source.name,
+            "precision": precision,
+            "version": __version__,
+        }
+    )
 
 
 def _finish(path: Path, metadata: dict[str, str], simplify: bool, fp16: bool) -> bool:
@@ -197,8 +202,6 @@ def export_onnx(
     Nothing is written at ``output`` unless the exported model reproduces the PyTorch embeddings
     (cosine >= 0.9999 for fp32, 0.999 for fp16, unless ``min_cosine`` says otherwise).
     """
-    from reidcompress.runtime.onnx_backend import OnnxEmbedder
-
     src = require_file(ckpt, "checkpoint")
     out = check_output_path(output, src)
     if out.suffix.lower() != ".onnx":
@@ -229,26 +232,3 @@ def _check_batches(embedder: Any, images: np.ndarray, dynamic: bool) -> None:
         out = embedder.embed(images[:n])
         if out.shape[0] != n or not np.isfinite(out).all():
             raise ExportError(f"the exported model gives a wrong output at batch {n}: shape {out.shape}")
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The reidcompress metadata of an exported ONNX model, JSON values decoded."""
-    p = require_file(path, "ONNX model")
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise CheckpointError(f"{p}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
-    return decode_metadata({m.key: m.value for m in proto.metadata_props})
-
-
-def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in props.items():
-        if not key.startswith(META_PREFIX):
-            continue
-        name = key.removeprefix(META_PREFIX)
-        try:
-            out[name] = json.loads(value) if name in ("input_size", "mean", "std", "pruning", "config") else value
-        except json.JSONDecodeError:
-            out[name] = value
-    return out

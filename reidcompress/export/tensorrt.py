@@ -1,209 +1,298 @@
-"""TensorRT engines from exported ONNX models, built with NVIDIA Polygraphy and the TensorRT API.
+"""TensorRT engines from exported ONNX models: one explicit-precision build for TensorRT 10.x and 11.x.
 
-An engine only runs on the TensorRT version and GPU it was built for, so every engine gets a JSON
-sidecar (``model.engine.json``) with both, its precision and batch profile, and the hash of the
-checkpoint it came from; loading refuses a mismatch with one clear error. TensorRT is imported
-lazily: without it (or without an NVIDIA GPU) the build raises BackendUnavailableError.
+The precision lives in the ONNX model, not in builder flags: an fp32 model builds an fp32 engine,
+the FP16 model of ``export.fp16`` an FP16 one, the symmetric int8 Q/DQ model of
+``quantize_onnx(fmt="trt")`` an INT8 one. The network is parsed strongly typed (TensorRT 10's
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11.x is always strongly typed), and no FP16/INT8
+builder flag or calibrator is touched: TensorRT 11 removed them (REFERENCE.md section 9), and 10.x
+deprecated the calibrators in favour of Q/DQ models. Which path the installed TensorRT takes is decided
+by what its bindings offer, not by its version string. A TensorRT with neither strong typing nor the
+end of weak typing (8.x: JetPack 6.0's 8.6) is refused: reidcompress keeps no implicit-calibration
+fallback.
+
+Every engine gets a JSON sidecar (``formats.engine_sidecar``) with the TensorRT version and GPU it
+was built for. The engine and its sidecar appear together or not at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 
-from reidcompress._io import atomic_path, atomic_write_text, require_file
-from reidcompress.errors import BackendUnavailableError, CheckpointError, InputError
+from reidcompress._io import atomic_path, require_file
+from reidcompress.errors import BackendUnavailableError, EngineBuildError, InputError, ReidCompressError
+from reidcompress.formats.engine_sidecar import runtime_info, sidecar_path
+from reidcompress.formats.onnx_metadata import INPUT, read_metadata
+
+if TYPE_CHECKING:  # tools/typecheck_tensorrt.py checks the calls against tensorrt-stubs
+    import tensorrt as trt
 
 __all__ = [
     "PRECISIONS",
     "EngineSpec",
-    "require_tensorrt",
-    "runtime_info",
+    "EngineResult",
+    "TensorRTFeatures",
+    "tensorrt_features",
+    "network_flags",
+    "check_tensorrt",
+    "model_precision",
     "build_engine",
-    "sidecar_path",
-    "read_sidecar",
-    "check_engine_compatible",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INSTALL_HINT = (
-    "install TensorRT (x86: pip install 'reidcompress[trt]' on a machine with an NVIDIA GPU; "
-    "Jetson: JetPack's python3-libnvinfer, as docker/Dockerfile.jetson does)"
+# What the build calls on the module and on a Builder; present in 10.x and 11.x alike.
+REQUIRED_API = ("Builder", "Logger", "OnnxParser", "MemoryPoolType", "NetworkDefinitionCreationFlag", "nptype")
+REQUIRED_BUILDER_API = (
+    "create_network",
+    "create_builder_config",
+    "create_optimization_profile",
+    "build_serialized_network",
 )
+Q_DQ = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """What to build: precision and the batch range of the optimisation profile."""
+    """The optimisation profile's batch range and the builder workspace; precision comes from the model."""
 
-    precision: str = "fp16"
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
     workspace_mib: int = 2048
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             got = f"{self.min_batch}, {self.opt_batch}, {self.max_batch}"
-            raise InputError(f"need 1 <= min-batch <= opt-batch <= max-batch, got {got}")
+            raise InputError(f"need 1 <= min batch <= opt batch <= max batch, got {got}")
         if self.workspace_mib < 16:
-            raise InputError(f"workspace must be at least 16 MiB, got {self.workspace_mib}")
+            raise InputError(f"the builder workspace must be at least 16 MiB, got {self.workspace_mib}")
 
 
-def require_tensorrt() -> None:
-    """Raise BackendUnavailableError unless the real TensorRT is importable.
+@dataclass(frozen=True)
+class EngineResult:
+    path: Path
+    sidecar: dict[str, Any]
 
-    Call sites then ``import tensorrt as trt`` themselves, so mypy checks their use of the API
-    against tensorrt-stubs.
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), **self.sidecar}
 
-    ``tensorrt-stubs`` installs an empty ``tensorrt`` namespace package, so a successful import is
-    not enough: the module must have a Builder.
-    """
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailableError(f"TensorRT is not installed; {INSTALL_HINT}") from None
-    if not hasattr(trt, "Builder"):
-        raise BackendUnavailableError(f"TensorRT is not installed (only type stubs were found); {INSTALL_HINT}")
-
-
-def _gpu() -> tuple[str, str]:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError("TensorRT needs an NVIDIA GPU, and none is visible here")
-    major, minor = torch.cuda.get_device_capability(0)
-    return torch.cuda.get_device_name(0), f"{major}.{minor}"
-
-
-def runtime_info() -> dict[str, str]:
-    """The running TensorRT version and GPU: what a sidecar must match."""
-    require_tensorrt()
-    import tensorrt as trt
-
-    name, capability = _gpu()
-    return {"tensorrt_version": str(trt.__version__), "gpu_name": name, "compute_capability": capability}
-
-
-def sidecar_path(engine: str | os.PathLike[str]) -> Path:
-    return Path(f"{engine}.json")
-
-
-def read_sidecar(engine: str | os.PathLike[str]) -> dict[str, Any]:
-    p = sidecar_path(require_file(engine, "TensorRT engine"))
-    if not p.exists():
-        raise CheckpointError(
-            f"{engine}: no sidecar {p.name}: reidcompress only runs engines it built, whose TensorRT version "
-            "and GPU are recorded; rebuild it with `reidcompress export --trt`"
+    def summary(self) -> str:
+        s = self.sidecar
+        return (
+            f"wrote {self.path} (TensorRT {s['tensorrt_version']}, {s['precision']}, "
+            f"batch {s['min_batch']}-{s['max_batch']}, {s['gpu_name']})"
         )
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{p}: unreadable engine sidecar ({e})") from None
-    missing = {"tensorrt_version", "compute_capability", "input_size"} - set(data)
+
+
+@dataclass(frozen=True)
+class TensorRTFeatures:
+    """What the installed bindings offer, as far as the explicit-precision build cares."""
+
+    version: str
+    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED: 9.x-11.x (a no-op in 11.x)
+    weak_typing: bool  # BuilderFlag.FP16/INT8 and the INT8 calibrators: up to 10.x, removed in 11.x
+
+    @property
+    def explicit_precision(self) -> bool:
+        return self.strongly_typed_flag or not self.weak_typing
+
+
+def tensorrt_features(trt: Any) -> TensorRTFeatures:
+    flag_enum = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    builder_flags = getattr(trt, "BuilderFlag", None)
+    return TensorRTFeatures(
+        version=str(getattr(trt, "__version__", "?")),
+        strongly_typed_flag=hasattr(flag_enum, "STRONGLY_TYPED"),
+        weak_typing=hasattr(builder_flags, "FP16") or hasattr(trt, "IInt8EntropyCalibrator2"),
+    )
+
+
+def network_flags(trt: Any) -> int:
+    """``create_network`` flags for a strongly typed network; BackendUnavailableError when impossible."""
+    missing = [name for name in REQUIRED_API if not hasattr(trt, name)]
+    missing += [f"Builder.{name}" for name in REQUIRED_BUILDER_API if not hasattr(getattr(trt, "Builder", None), name)]
+    features = tensorrt_features(trt)
     if missing:
-        raise CheckpointError(f"{p}: engine sidecar lacks {sorted(missing)}")
-    return data
-
-
-def check_engine_compatible(sidecar: dict[str, Any], runtime: dict[str, str]) -> None:
-    """Refuse an engine built with another TensorRT version or for another GPU architecture."""
-    built, here = sidecar["tensorrt_version"], runtime["tensorrt_version"]
-    if built != here:
-        raise CheckpointError(
-            f"engine built with TensorRT {built}, this machine has TensorRT {here}: engines are not portable "
-            "across TensorRT versions; rebuild it here with `reidcompress export --trt`"
+        raise BackendUnavailableError(
+            f"TensorRT {features.version} lacks {', '.join(missing)}, which the engine build needs; "
+            "reidcompress supports TensorRT 10.x and 11.x"
         )
-    if sidecar["compute_capability"] != runtime["compute_capability"]:
-        raise CheckpointError(
-            f"engine built for compute capability {sidecar['compute_capability']} ({sidecar.get('gpu_name', '?')}), "
-            f"this GPU is {runtime['compute_capability']} ({runtime['gpu_name']}); rebuild it on this device"
+    if not features.explicit_precision:
+        raise BackendUnavailableError(
+            f"TensorRT {features.version} has no strongly typed networks: reidcompress builds explicit-precision "
+            "engines (FP16 and Q/DQ INT8 models), which need TensorRT 10 or newer (on Jetson: JetPack 6.1 or later, "
+            "TensorRT 10.3; JetPack 6.0 ships 8.6)"
         )
+    if features.strongly_typed_flag:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # strong typing is the only mode left
 
 
-def _feeds(batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    from reidcompress.export.onnx import INPUT
-
-    for b in batches:
-        yield {INPUT: np.ascontiguousarray(b, dtype=np.float32)}
-
-
-def _config(spec: EngineSpec, shape: tuple[int, ...], calibrator: Any, timing_cache: Path) -> Any:
+def check_tensorrt() -> dict[str, str]:
+    """The TensorRT/GPU an engine built here would record; BackendUnavailableError unless the build can run."""
+    info = runtime_info()
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, Profile
 
-    from reidcompress.export.onnx import INPUT
+    network_flags(trt)
+    return info
 
+
+def _zero_point(proto: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for init in proto.graph.initializer:
+        if init.name == name:
+            return onnx.numpy_helper.to_array(init)
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and name in node.output:
+            return onnx.numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _check_symmetric_int8(proto: onnx.ModelProto, where: str) -> None:
+    """TensorRT's Q/DQ must be int8 with zero point 0 (uint8/asymmetric is a DLA-only opt-in)."""
+    for node in proto.graph.node:
+        if node.op_type not in Q_DQ:
+            continue
+        zp = _zero_point(proto, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
+            got = "no zero point (uint8)" if zp is None else f"{zp.dtype} zero points, max |zp| {int(np.abs(zp).max())}"
+            raise InputError(
+                f"{where}: {node.op_type} {node.name or node.output[0]!r} has {got}: that is an ONNX Runtime CPU "
+                "model; TensorRT needs symmetric int8 Q/DQ (zero point 0), the model export writes for a "
+                "TensorRT INT8 build (quantize_onnx fmt='trt')"
+            )
+
+
+def model_precision(proto: onnx.ModelProto, where: str = "model") -> str:
+    """The engine precision an ONNX model asks for: int8 (Q/DQ), fp16 (float16 weights) or fp32."""
+    ops = {n.op_type for n in proto.graph.node}
+    if ops & set(Q_DQ):
+        _check_symmetric_int8(proto, where)
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def _batch_range(proto: onnx.ModelProto, spec: EngineSpec) -> tuple[int, int, int]:
+    """The profile's batches; a static-batch model builds at exactly its batch."""
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if not dim.HasField("dim_value"):
+        return spec.min_batch, spec.opt_batch, spec.max_batch
+    b = int(dim.dim_value)
+    return b, b, b
+
+
+def _parse(builder: trt.Builder, logger: trt.ILogger, onnx_path: Path) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    import tensorrt as trt
+
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} could not parse {onnx_path.name}: {'; '.join(errors) or 'no reason given'}"
+        )
+    return network, parser
+
+
+def _serialize(
+    onnx_path: Path, batches: tuple[int, int, int], shape: tuple[int, int], spec: EngineSpec, timing_cache: Path
+) -> bytes:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(builder, logger, onnx_path)  # the parser owns weights the network uses
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
+    profile = builder.create_optimization_profile()
     h, w = shape
-    profile = Profile().add(
-        INPUT, min=(spec.min_batch, 3, h, w), opt=(spec.opt_batch, 3, h, w), max=(spec.max_batch, 3, h, w)
-    )
-    return CreateConfig(
-        fp16=spec.precision in ("fp16", "int8"),  # int8 layers without a scale fall back to fp16, not fp32
-        int8=spec.precision == "int8",
-        calibrator=calibrator,
-        profiles=[profile],
-        load_timing_cache=str(timing_cache) if timing_cache.exists() else None,
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: spec.workspace_mib << 20},
-    )
+    lo, opt, hi = (trt.Dims4(b, 3, h, w) for b in batches)
+    profile.set_shape(INPUT, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=True)  # a stale cache only costs build time
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name} "
+            "(its log above says why: unsupported layer, workspace, GPU memory)"
+        )
+    with atomic_path(timing_cache) as tmp:
+        tmp.write_bytes(bytes(memoryview(cache.serialize())))
+    return bytes(memoryview(serialized))
+
+
+def _build_bytes(
+    onnx_path: Path, batches: tuple[int, int, int], shape: tuple[int, int], spec: EngineSpec, timing_cache: Path
+) -> bytes:
+    """``_serialize`` with whatever the bindings raise turned into one EngineBuildError."""
+    try:
+        return _serialize(onnx_path, batches, shape, spec, timing_cache)
+    except ReidCompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the bindings raise TypeError, RuntimeError, their own types
+        raise EngineBuildError(f"TensorRT failed on {onnx_path.name}: {type(e).__name__}: {e}") from None
 
 
 def build_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str],
-    spec: EngineSpec,
+    spec: EngineSpec | None = None,
     *,
-    calib_batches: Iterable[np.ndarray] | None = None,
-    calib_cache: str | os.PathLike[str] | None = None,
     timing_cache: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Build a serialized engine and its sidecar; returns the sidecar.
+    record: dict[str, Any] | None = None,
+) -> EngineResult:
+    """Build a serialized engine of an ONNX model and its sidecar, at the precision the model carries.
 
-    INT8 uses entropy calibration (``IInt8EntropyCalibrator2``) over ``calib_batches``; an existing
-    ``calib_cache`` is reused instead of recalibrating. The timing cache is loaded when present and
-    saved after the build, so rebuilds on the same device are fast.
+    The model is checked first (reidcompress metadata, symmetric int8 Q/DQ), then TensorRT and the GPU
+    (BackendUnavailableError), then the build (EngineBuildError); nothing is written unless all pass.
+    The timing cache is loaded when present and saved after the build, so rebuilds on the same device
+    are fast. ``record`` (e.g. the ONNX model's parity with fp32) goes into the sidecar.
     """
-    from polygraphy.backend.trt import Calibrator, EngineBytesFromNetwork, NetworkFromOnnxPath
-
-    from reidcompress.export.onnx import read_metadata
-
-    meta = read_metadata(onnx_path)
-    shape = tuple(meta["input_size"])
-    cache = Path(calib_cache) if calib_cache else Path(f"{engine_path}.calib")
-    if spec.precision == "int8" and calib_batches is None and not cache.exists():
-        raise InputError("INT8 needs calibration images (--calib-data DIR) or an existing calibration cache")
-    info = runtime_info()
-    import tensorrt as trt
-
-    calibrator = None
-    if spec.precision == "int8":
-        calibrator = Calibrator(_feeds(calib_batches or []), cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
+    spec = spec or EngineSpec()
+    src = require_file(onnx_path, "ONNX model")
+    meta = read_metadata(src)
+    if "input_size" not in meta:
+        raise InputError(f"{src}: not a reidcompress ONNX model (no input size in its metadata)")
+    shape = (int(meta["input_size"][0]), int(meta["input_size"][1]))
+    proto = onnx.load(str(src), load_external_data=False)
+    precision = model_precision(proto, str(src))
+    batches = _batch_range(proto, spec)
+    info = check_tensorrt()
     tcache = Path(timing_cache) if timing_cache else Path(engine_path).with_suffix(".timing.cache")
-    config = _config(spec, shape, calibrator, tcache)
-    serialized = EngineBytesFromNetwork(
-        NetworkFromOnnxPath(str(onnx_path)), config=config, save_timing_cache=str(tcache)
-    )()
+    serialized = _build_bytes(src, batches, shape, spec, tcache)
     sidecar = {
         **info,
         **asdict(spec),
+        "min_batch": batches[0],
+        "opt_batch": batches[1],
+        "max_batch": batches[2],
+        "precision": precision,
+        "strongly_typed": True,
         "input_size": list(shape),
-        "onnx": Path(onnx_path).name,
+        "onnx": src.name,
         "source_sha256": meta.get("source_sha256"),
         "embedding_dim": int(meta.get("embedding_dim", 0)),
         "flops": int(meta.get("flops", 0)),
         "params": int(meta.get("params", 0)),
         "arch": meta.get("arch"),
-        "calibration_cache": str(cache) if spec.precision == "int8" else None,
+        **(record or {}),
     }
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    atomic_write_text(sidecar_path(engine_path), json.dumps(sidecar, indent=2))
-    return sidecar
+    _publish(Path(engine_path), serialized, sidecar)
+    return EngineResult(Path(engine_path), sidecar)
+
+
+def _publish(engine: Path, serialized: bytes, sidecar: dict[str, Any]) -> None:
+    """Both files or neither: each is written beside its final name and renamed only once both are
+    complete (the engine first, its sidecar right after; the runtime refuses an engine without one)."""
+    with atomic_path(sidecar_path(engine)) as side_tmp:
+        side_tmp.write_text(json.dumps(sidecar, indent=2))
+        with atomic_path(engine) as tmp:
+            tmp.write_bytes(serialized)

@@ -92,10 +92,9 @@ class LatencyTarget:
         if not 0 < self.tolerance < 1 or self.max_trials < 1 or self.runs < 1 or self.warmup < 0:
             raise InputError("need 0 < tolerance < 1, max_trials >= 1, runs >= 1 and warmup >= 0")
         if self.backend == "tensorrt":
-            from reidcompress.export.tensorrt import require_tensorrt, runtime_info
+            from reidcompress.export.tensorrt import check_tensorrt
 
-            require_tensorrt()
-            runtime_info()
+            check_tensorrt()
         elif self.backend == "torch":
             from reidcompress.runtime.torch_backend import resolve_device
 
@@ -154,12 +153,17 @@ class BackendTimer:
                 with OnnxEmbedder(onnx_path, device=t.device, threads=t.threads, spinning=MEASURE_SPINNING) as emb:
                     yield emb
                 return
+            from reidcompress.export.quantize import convert_fp16
             from reidcompress.export.tensorrt import EngineSpec, build_engine
             from reidcompress.runtime.trt_backend import TrtEmbedder
 
+            # The engine's precision comes from the model (TensorRT 11 has no FP16 builder flag): the FP16
+            # ONNX model that `export --trt --precision fp16` builds from.
+            fp16_path = Path(tmp) / "model.fp16.onnx"
+            convert_fp16(onnx_path, fp16_path)
             engine = Path(tmp) / "model.engine"
-            spec = EngineSpec(TRT_PRECISION, min_batch=1, opt_batch=t.batch, max_batch=t.batch)
-            build_engine(onnx_path, engine, spec, timing_cache=Path(tmp) / "timing.cache")
+            spec = EngineSpec(min_batch=1, opt_batch=t.batch, max_batch=t.batch)
+            build_engine(fp16_path, engine, spec, timing_cache=Path(tmp) / "timing.cache")
             with TrtEmbedder(engine) as emb:
                 yield emb
 

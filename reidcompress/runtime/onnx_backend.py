@@ -10,6 +10,7 @@ import numpy as np
 
 from reidcompress._io import require_file
 from reidcompress.errors import BackendUnavailableError, CheckpointError, InputError
+from reidcompress.formats.onnx_metadata import decode_metadata
 from reidcompress.runtime.base import Embedder, register_backend
 
 __all__ = ["OnnxEmbedder", "PROVIDERS"]
@@ -82,8 +83,6 @@ class OnnxEmbedder(Embedder):
         spinning: bool = True,
         fake_quant: bool | None = None,
     ) -> None:
-        from reidcompress.export.onnx import decode_metadata
-
         p = require_file(path, "ONNX model")
         self.session = _session(p, device, threads, spinning, bool(fake_quant))
         self.metadata: dict[str, Any] = decode_metadata(self.session.get_modelmeta().custom_metadata_map)

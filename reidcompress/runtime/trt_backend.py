@@ -1,4 +1,8 @@
-"""TensorRT engines through the TensorRT 10 tensor API, with Polygraphy's CUDA buffers (no pycuda)."""
+"""TensorRT engines through the name-based tensor API of TensorRT 10 and 11, with Polygraphy's CUDA buffers (no pycuda).
+
+Each I/O tensor's dtype is read from the engine: a strongly typed engine takes and returns whatever
+its ONNX model declared (fp32 for reidcompress's models, whose FP16 and Q/DQ variants keep fp32 I/O).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from reidcompress.errors import CheckpointError, InputError
-from reidcompress.export.tensorrt import check_engine_compatible, read_sidecar, require_tensorrt, runtime_info
+from reidcompress.formats.engine_sidecar import check_engine_compatible, read_sidecar, require_tensorrt, runtime_info
 from reidcompress.runtime.base import Embedder, register_backend
 
 __all__ = ["TrtEmbedder"]
@@ -35,6 +39,8 @@ class TrtEmbedder(Embedder):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self._in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input)))
+        self._out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
         self._stream = cuda.Stream()
         self.sidecar = sidecar
         self.metadata: dict[str, Any] = dict(sidecar)
@@ -52,7 +58,7 @@ class TrtEmbedder(Embedder):
         }
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        x = np.ascontiguousarray(batch, dtype=self._in_dtype)
         if len(x) > self.max_batch:
             return np.concatenate([self.embed(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
         if len(x) < self.min_batch:
@@ -64,18 +70,18 @@ class TrtEmbedder(Embedder):
         self.context.set_input_shape(self._input, x.shape)
         dims = self.context.get_tensor_shape(self._output)
         out_shape = tuple(int(dims[i]) for i in range(len(dims)))
-        d_in = cuda.DeviceArray(shape=x.shape, dtype=np.float32)
-        d_out = cuda.DeviceArray(shape=out_shape, dtype=np.float32)
+        d_in = cuda.DeviceArray(shape=x.shape, dtype=self._in_dtype)
+        d_out = cuda.DeviceArray(shape=out_shape, dtype=self._out_dtype)
         try:
             d_in.copy_from(x, stream=self._stream)
             self.context.set_tensor_address(self._input, d_in.ptr)
             self.context.set_tensor_address(self._output, d_out.ptr)
             if not self.context.execute_async_v3(self._stream.ptr):
                 raise CheckpointError(f"{self.name}: TensorRT execution failed")
-            host = np.empty(out_shape, dtype=np.float32)
+            host = np.empty(out_shape, dtype=self._out_dtype)
             d_out.copy_to(host, stream=self._stream)
             self._stream.synchronize()
-            return host
+            return host.astype(np.float32, copy=False)
         finally:
             d_in.free()
             d_out.free()
