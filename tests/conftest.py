@@ -13,9 +13,8 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture
-def tiny_model() -> ReIDNet:
-    """A tiny ReID net at 64x32 with non-trivial BN statistics."""
+def make_tiny_model() -> ReIDNet:
+    """A tiny ReID net at 64x32 with non-trivial BN statistics, from torch's global generator."""
     model = ReIDNet(ReIDConfig(arch="tiny", num_classes=5, input_size=(64, 32)))
     with torch.no_grad():
         for m in model.modules():
@@ -26,24 +25,30 @@ def tiny_model() -> ReIDNet:
     return model.eval()
 
 
-@pytest.fixture(scope="session")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic Market-1501-style dataset at 64x32 (12 ids x 3 cameras, source style)."""
+@pytest.fixture
+def tiny_model() -> ReIDNet:
+    """:func:`make_tiny_model` after ``torch.manual_seed(0)``."""
+    return make_tiny_model()
+
+
+def synth_market(out: Path, style: str = "source") -> Path:
+    """A small synthetic Market-1501-style dataset at 64x32 (12 ids x 3 cameras)."""
     from reidcompress.data.synth import synthesize
 
-    out = tmp_path_factory.mktemp("synth") / "market"
-    synthesize(out, ids=12, cams=3, images_per_id=6, seed=0, style="source", size=(64, 32))
+    synthesize(out, ids=12, cams=3, images_per_id=6, seed=0, style=style, size=(64, 32))
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`synth_market` in the ``source`` style."""
+    return synth_market(tmp_path_factory.mktemp("synth") / "market")
 
 
 @pytest.fixture(scope="session")
 def synth_target_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``synth_root`` in the ``target`` style (another camera network and population)."""
-    from reidcompress.data.synth import synthesize
-
-    out = tmp_path_factory.mktemp("synth_target") / "market"
-    synthesize(out, ids=12, cams=3, images_per_id=6, seed=0, style="target", size=(64, 32))
-    return out
+    return synth_market(tmp_path_factory.mktemp("synth_target") / "market", style="target")
 
 
 def train_tiny(out: Path, seed: int = 0) -> tuple[Path, Path]:
