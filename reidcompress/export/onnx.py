@@ -19,6 +19,7 @@ import torch
 from reidcompress import __version__
 from reidcompress._io import atomic_path, check_output_path, file_sha256, require_file
 from reidcompress.errors import CheckpointError, InputError, ReidCompressError
+from reidcompress.export._fp16 import to_fp16
 from reidcompress.export.calibration import reference_images
 from reidcompress.export.parity import ParityReport, check_parity
 from reidcompress.models.checkpoint import load_model
@@ -124,13 +125,6 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         return model, False
 
 
-def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxconverter_common import float16
-
-    # fp32 inputs/outputs keep the interface identical for every consumer of the model.
-    return float16.convert_float_to_float16(model, keep_io_types=True)
-
-
 def model_metadata(model: ReIDNet, source: Path, precision: str) -> dict[str, str]:
     cfg = model.config
     meta = {
@@ -158,7 +152,7 @@ def _finish(path: Path, metadata: dict[str, str], simplify: bool, fp16: bool) ->
     if simplify:
         proto, simplified = _simplify(proto)
     if fp16:
-        proto = _to_fp16(proto)
+        proto, _ = to_fp16(proto)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
