@@ -7,9 +7,12 @@ so the two cannot drift apart) with each seed, repeats what each test measures, 
 metric and threshold. The fixture itself uses seed 0. It also reruns, with the same seeds, the two tests on
 ``tiny_model`` (random weights) that compare trained or pruned weights with a threshold.
 
-    PYTHONPATH=$PWD python tools/check_test_margins.py --seeds 0-4 [--json margins.json]
+    PYTHONPATH=$PWD python tools/check_test_margins.py --seeds 0-4 --work runs/margins [--json margins.json]
 
-Under ``qemu-x86_64 -cpu Haswell`` (tools/test_haswell.sh) it shows the margins on a CPU without VNNI.
+The INT8 margins depend on the CPU's integer kernels: to see them on a CPU without VNNI, train natively with
+``--work``, then rerun only the INT8 part under emulation on the same checkpoints (training there is slow):
+
+    qemu-x86_64 -cpu Haswell $(command -v python) tools/check_test_margins.py --parts int8 --work runs/margins
 """
 
 from __future__ import annotations
@@ -178,31 +181,40 @@ def tiny_model_rows(conftest: ModuleType, synth: Path, seed: int) -> list[dict[s
     return rows
 
 
-def seed_rows(conftest: ModuleType, seed: int, parts: set[str]) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        rows: list[dict[str, Any]] = []
-        if "tiny" in parts:
-            rows += tiny_model_rows(conftest, conftest.synth_market(work / "synth"), seed)
-        if "trained" not in parts:
-            return [{"seed": seed, **r} for r in rows]
-        t0 = time.perf_counter()
-        ckpt, root = conftest.train_tiny(work, seed)
-        log(f"seed {seed}: trained in {time.perf_counter() - t0:.1f} s")
-        metrics = evaluate_model(ckpt, root, use_cache=False, progress=False)
-        rows += [
-            {"test": "(trained_tiny on its data; no test asserts it)", "metric": "rank-1", "value": metrics["rank1"]},
-            {"test": "(trained_tiny on its data; no test asserts it)", "metric": "mAP", "value": metrics["mAP"]},
-        ]
-        sens = analyse_sensitivity(ckpt, root, rates=(0.25, 0.5), max_queries=12, store=work / "sens")
-        rows.append(
-            {
-                "test": "(sensitivity baseline, 12 queries; the test asserted > 0 before issue 15)",
-                "metric": "rank-1",
-                "value": sens["baseline"]["rank1"],
-            }
-        )
-        rows += int8_rows(ckpt, root, work)
+def trained(conftest: ModuleType, out: Path, seed: int) -> tuple[Path, Path]:
+    """``train_tiny(out, seed)``, or what an earlier run left in ``out`` (an emulated CPU can reuse it)."""
+    ckpt, root = out / "tiny-trained.pt", out / "market"
+    if ckpt.exists() and root.is_dir():
+        return ckpt, root
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ckpt, root = conftest.train_tiny(out, seed)
+    log(f"seed {seed}: trained in {time.perf_counter() - t0:.1f} s")
+    return ckpt, root
+
+
+def seed_rows(conftest: ModuleType, seed: int, parts: set[str], work: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "tiny" in parts:
+        rows += tiny_model_rows(conftest, conftest.synth_market(work / "synth"), seed)
+    if parts & {"trained", "int8"}:
+        ckpt, root = trained(conftest, work / f"seed{seed}", seed)
+        if "trained" in parts:
+            metrics = evaluate_model(ckpt, root, use_cache=False, progress=False)
+            sens = analyse_sensitivity(ckpt, root, rates=(0.25, 0.5), max_queries=12, store=work / f"sens{seed}")
+            note = "(no test asserts it since issue 15)"
+            rows += [
+                {"test": f"trained_tiny on its data {note}", "metric": "rank-1", "value": metrics["rank1"]},
+                {"test": f"trained_tiny on its data {note}", "metric": "mAP", "value": metrics["mAP"]},
+                {
+                    "test": f"sensitivity baseline, 12 queries {note}",
+                    "metric": "rank-1",
+                    "value": sens["baseline"]["rank1"],
+                },
+            ]
+        if "int8" in parts:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows += int8_rows(ckpt, root, Path(tmp))
     return [{"seed": seed, **r} for r in rows]
 
 
@@ -226,11 +238,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3")
-    parser.add_argument("--parts", default="trained,tiny", help="trained (trained_tiny's tests), tiny (tiny_model's)")
+    parser.add_argument(
+        "--parts",
+        default="trained,int8,tiny",
+        help="trained: trained_tiny's scores; int8: its INT8 tests; tiny: tiny_model's",
+    )
+    parser.add_argument("--work", type=Path, help="keep (and reuse) the trained checkpoints here")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     conftest = load_conftest()
-    rows = [row for seed in _seeds(args.seeds) for row in seed_rows(conftest, seed, set(args.parts.split(",")))]
+    parts = set(args.parts.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        rows = [row for seed in _seeds(args.seeds) for row in seed_rows(conftest, seed, parts, work)]
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
