@@ -22,6 +22,7 @@ import copy
 import importlib.util
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -186,7 +187,8 @@ def trained(conftest: ModuleType, out: Path, seed: int) -> tuple[Path, Path]:
     ckpt, root = out / "tiny-trained.pt", out / "market"
     if ckpt.exists() and root.is_dir():
         return ckpt, root
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # what an interrupted run left
+    out.mkdir(parents=True)
     t0 = time.perf_counter()
     ckpt, root = conftest.train_tiny(out, seed)
     log(f"seed {seed}: trained in {time.perf_counter() - t0:.1f} s")
@@ -196,7 +198,10 @@ def trained(conftest: ModuleType, out: Path, seed: int) -> tuple[Path, Path]:
 def seed_rows(conftest: ModuleType, seed: int, parts: set[str], work: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "tiny" in parts:
-        rows += tiny_model_rows(conftest, conftest.synth_market(work / "synth"), seed)
+        synth = work / "synth"
+        rows += tiny_model_rows(
+            conftest, synth if (synth / "synth.json").exists() else conftest.synth_market(synth), seed
+        )
     if parts & {"trained", "int8"}:
         ckpt, root = trained(conftest, work / f"seed{seed}", seed)
         if "trained" in parts:
@@ -250,7 +255,10 @@ def main() -> None:
     parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        rows = [row for seed in _seeds(args.seeds) for row in seed_rows(conftest, seed, parts, work)]
+        rows: list[dict[str, Any]] = []
+        for seed in _seeds(args.seeds):
+            rows += seed_rows(conftest, seed, parts, work)
+            log(json.dumps([r for r in rows if r["seed"] == seed]))
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
