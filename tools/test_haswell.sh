@@ -9,7 +9,8 @@
 # (u8 x s8 pairs summed in saturating 16-bit, vpmaddubsw) than on the AVX-512 VNNI / AMX machines we develop
 # on: issue 15. Before the tests, one emulated run checks that the emulation really changes that: torch must
 # report AVX2 and ORT's MatMulInteger of 255 x 127 pairs must saturate (it is exact with VNNI). Emulation is
-# slow: importing torch + onnxruntime takes ~40 s, the default selection ~20-30 minutes on 2 busy cores.
+# slow: importing torch + onnxruntime alone takes ~40 s of an idle core, and the selection trains the `tiny`
+# fixture emulated; on a shared machine give it an hour or more.
 set -euo pipefail
 
 if ! command -v qemu-x86_64 >/dev/null 2>&1; then
