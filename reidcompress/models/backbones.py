@@ -15,7 +15,7 @@ from torch import nn
 
 from reidcompress.errors import ArchitectureError
 
-__all__ = ["BackboneEntry", "register_backbone", "list_backbones", "get_backbone", "build_backbone"]
+__all__ = ["BackboneEntry", "register_backbone", "list_backbones", "get_backbone", "build_backbone", "stage_modules"]
 
 Builder = Callable[[int, bool], nn.Module]
 
@@ -75,6 +75,13 @@ def build_backbone(name: str, last_stride: int = 1, maxpool_ceil: bool = False) 
             f"{name}: last_stride must be one of {', '.join(map(str, entry.last_strides))}, got {last_stride}"
         )
     return entry.build(last_stride, maxpool_ceil)
+
+
+def stage_modules(backbone: nn.Module) -> dict[str, nn.Module]:
+    """The trunk's stages in order, the first named ``stem`` (each backbone class lists its stage
+    attributes in ``stages``): where ``info`` reads per-stage widths, for any architecture."""
+    names: tuple[str, ...] = getattr(backbone, "stages", ())
+    return {("stem" if i == 0 else name): backbone.get_submodule(name) for i, name in enumerate(names)}
 
 
 def _register_builtin() -> None:
