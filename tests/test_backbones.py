@@ -134,6 +134,7 @@ def test_osnet_head_is_torchreids_fc_block() -> None:
     # The architecture's own fc is the default; fc_dim=0 drops it, and the saved config says which.
     assert ReIDConfig(arch="osnet_x0_25").fc_dim == 512 and ReIDConfig(arch="resnet50").fc_dim == 0
     assert ReIDNet(ReIDConfig(arch="osnet_tiny", fc_dim=0)).embedding_dim == 128
+    assert ReIDConfig().replace(arch="osnet_tiny").fc_dim == 128
 
 
 @pytest.mark.parametrize("arch", TINY)

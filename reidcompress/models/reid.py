@@ -86,6 +86,8 @@ class ReIDConfig:
         return cls(**kw)
 
     def replace(self, **changes: Any) -> ReIDConfig:
+        if "arch" in changes and "fc_dim" not in changes:
+            changes["fc_dim"] = None  # the new architecture's own
         return dataclasses.replace(self, **changes)
 
 

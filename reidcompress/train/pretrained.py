@@ -36,7 +36,9 @@ def build_model(
 
 
 def load_backbone(model: ReIDNet, path: str | os.PathLike[str]) -> None:
-    """Copy the ``backbone.*`` weights of the checkpoint at ``path`` into ``model`` (shapes must match)."""
+    """Copy the ``backbone.*`` weights of the checkpoint at ``path`` into ``model`` (shapes must match),
+    and its ``fc`` embedding layer when both have one of the same shape (torchreid's ImageNet OSNets
+    carry a trained 512-d ``fc``, which torchreid's own fine-tuning starts from too)."""
     ckpt = read_checkpoint(path)
     src_arch = ckpt["config"].get("arch")
     if src_arch != model.config.arch:
@@ -51,3 +53,8 @@ def load_backbone(model: ReIDNet, path: str | os.PathLike[str]) -> None:
         what = f"unexpected or reshaped {bad[:3]}" if bad else f"missing {missing[:3]}"
         raise ArchitectureError(f"{path}: backbone weights do not fit {model.config.arch!r} ({what})")
     model.backbone.load_state_dict(trunk, strict=True)
+    fc = {k.removeprefix("fc."): v for k, v in ckpt["state_dict"].items() if k.startswith("fc.")}
+    if model.fc is not None and fc:
+        own_fc = model.fc.state_dict()
+        if set(fc) == set(own_fc) and all(tuple(own_fc[k].shape) == tuple(v.shape) for k, v in fc.items()):
+            model.fc.load_state_dict(fc, strict=True)
