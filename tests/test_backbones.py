@@ -230,3 +230,10 @@ def test_pruned_widths_rebuild_from_shapes_and_compute_the_smaller_network(arch:
     if arch == "resnet_ibn_a_tiny":
         ibn = reloaded.backbone.layer2[0].bn1
         assert (ibn.half, ibn.BN.num_features) == (int((keep < 8).sum()), int((keep >= 8).sum()))
+
+
+def test_head_that_does_not_fit_the_trunk_is_refused_on_load() -> None:
+    sd = ReIDNet(ReIDConfig(arch="osnet_tiny", num_classes=3)).state_dict()
+    sd["fc.0.weight"] = torch.zeros(128, 96)  # shapes alone would rebuild a 96-input fc
+    with pytest.raises(ArchitectureError, match="fc layer's input is 96-d, the feature is 128-d"):
+        ReIDNet.from_state_dict(ReIDConfig(arch="osnet_tiny", num_classes=3), sd)

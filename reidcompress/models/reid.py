@@ -215,4 +215,23 @@ class ReIDNet(nn.Module):
             raise ArchitectureError(
                 f"weights do not fit architecture {config.arch!r}: {' '.join(s.strip() for s in first[:3])[:400]}"
             ) from None
+        model._check_head_widths()
         return model
+
+    def _check_head_widths(self) -> None:
+        """Shapes rebuild every layer, so a head that does not fit the trunk would only fail in forward."""
+        trunk = int(self.backbone.num_features)
+        pairs: list[tuple[str, int, int]] = []
+        feat = trunk
+        if self.fc is not None:
+            pairs.append(("the fc layer's input", cast(nn.Linear, self.fc[0]).in_features, trunk))
+            feat = cast(nn.BatchNorm1d, self.fc[1]).num_features
+        if isinstance(self.bnneck, nn.BatchNorm1d):
+            pairs.append(("the BNNeck", self.bnneck.num_features, feat))
+        if self.classifier is not None:
+            pairs.append(("the classifier's input", self.classifier.in_features, self.embedding_dim))
+        for what, got, want in pairs:
+            if got != want:
+                raise ArchitectureError(
+                    f"weights do not fit architecture {self.config.arch!r}: {what} is {got}-d, the feature is {want}-d"
+                )
