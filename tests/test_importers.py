@@ -119,3 +119,59 @@ def test_wrong_architecture_and_layout_errors(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="'model'"):
         import_checkpoint(src, "fastreid", "resnet18", tmp_path / "y.pt")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
+def _randomise_norms(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.InstanceNorm2d)) and m.affine:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def test_torchreid_osnet_import_keeps_fc_block(tmp_path) -> None:
+    from reidcompress.models.backbones import build_backbone
+
+    trunk = _randomise_norms(build_backbone("osnet_tiny", 1))
+    fc, fc_bn, classifier = nn.Linear(128, 64), _randomise_norms(nn.BatchNorm1d(64)), nn.Linear(64, 9)
+    # torchreid's OSNet state dict: trunk keys at the top level, then fc.0 (Linear), fc.1 (BN1d), classifier
+    state = {f"module.{k}": v for k, v in trunk.state_dict().items()}
+    state.update({f"module.fc.0.{k}": v for k, v in fc.state_dict().items()})
+    state.update({f"module.fc.1.{k}": v for k, v in fc_bn.state_dict().items()})
+    state.update({f"module.classifier.{k}": v for k, v in classifier.state_dict().items()})
+    src = tmp_path / "osnet_tiny.pth.tar"
+    torch.save({"state_dict": state, "epoch": 250, "rank1": 0.9, "optimizer": {}}, src)
+    model = import_checkpoint(src, "torchreid", "osnet_tiny", tmp_path / "os.pt")
+    x = torch.rand(2, 3, 128, 64)
+    with torch.no_grad():
+        # torchreid OSNet.forward in eval: v = fc(global_avgpool(featuremaps(x))), the 512-d (here 64-d) ReLU output
+        ref = F.relu(fc_bn(fc(trunk((x - MEAN) / STD).mean((2, 3)))))
+        ours = load_model(tmp_path / "os.pt")(x)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert model.config.fc_dim == 64 and model.config.neck == "none" and model.config.last_stride == 1
+    assert model.classifier is not None and model.classifier.bias is not None
+
+
+def test_fastreid_ibn_import_same_embeddings_and_arch_hint(tmp_path) -> None:
+    from reidcompress.models.backbones import build_backbone
+
+    trunk = _randomise_norms(build_backbone("resnet_ibn_a_tiny", 1, maxpool_ceil=True))
+    bn = _randomise_norms(nn.BatchNorm2d(256))
+    state = {f"backbone.{k}": v for k, v in trunk.state_dict().items()}
+    state.update({f"heads.bottleneck.0.{k}": v for k, v in bn.state_dict().items()})
+    state["heads.weight"] = torch.randn(5, 256)
+    src = tmp_path / "model_final.pth"
+    torch.save({"model": state, "iteration": 10}, src)
+    import_checkpoint(src, "fastreid", "resnet_ibn_a_tiny", tmp_path / "fr.pt")
+    x = torch.rand(2, 3, 128, 64)
+    with torch.no_grad():
+        ref = bn(F.adaptive_avg_pool2d(trunk((x * 255 - MEAN * 255) / (STD * 255)), 1))[..., 0, 0]
+        ours = load_model(tmp_path / "fr.pt")(x)
+    assert torch.allclose(ours, ref, atol=1e-4)
+    with pytest.raises(ArchitectureError, match="try --arch resnet50_ibn_a"):
+        import_checkpoint(src, "fastreid", "tiny", tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

@@ -93,3 +93,15 @@ def test_prune_settings_from_a_recipe_under_the_given_ones() -> None:
     assert train["lr"] == 0.00035 and train["p"] == 16 and not {"epochs", "milestones", "warmup_epochs"} & set(train)
     fields, _ = with_recipe("resnet50", {"target_latency": 8.0})
     assert "target_flops" not in fields and fields["target_latency"] == 8.0
+
+
+@pytest.mark.parametrize(("name", "rank1"), [("osnet_x1_0", 94.2), ("resnet50_ibn_a", 94.9)])
+def test_framework_recipes_build_their_architecture(name: str, rank1: float) -> None:
+    r = load_recipe(name)
+    config = ReIDConfig(
+        arch=r.model["arch"], input_size=tuple(r.model["input_size"]), last_stride=r.model["last_stride"]
+    )
+    assert config.arch == name and config.input_size == (256, 128)
+    TrainConfig.from_dict(r.train)
+    TrainConfig.from_dict(r.finetune)
+    assert r.reference["market"][1] == rank1

@@ -36,3 +36,13 @@ def test_pretrained_arch_or_shape_mismatch_is_refused(tmp_path) -> None:
     save_model(tmp_path / "pruned.pt", pruned)
     with pytest.raises(ArchitectureError, match="do not fit"):
         build_model("tiny", 3, (64, 32), pretrained=tmp_path / "pruned.pt")
+
+
+def test_pretrained_osnet_brings_its_fc_layer(tmp_path) -> None:
+    src = ReIDNet(ReIDConfig(arch="osnet_tiny", neck="none", num_classes=1000, input_size=(64, 32)))
+    with torch.no_grad():
+        src.fc[0].weight.fill_(0.5)  # as torchreid's ImageNet OSNet: a trained fc before a 1000-way classifier
+    save_model(tmp_path / "imagenet.pt", src)
+    model = build_model("osnet_tiny", 7, (64, 32), pretrained=tmp_path / "imagenet.pt")
+    assert torch.equal(model.fc[0].weight, src.fc[0].weight)
+    assert model.classifier is not None and model.classifier.out_features == 7

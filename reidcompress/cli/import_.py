@@ -1,4 +1,4 @@
-"""``reidcompress import``: torchvision / torchreid / fast-reid checkpoints into our format."""
+"""``reidcompress import``: torchvision / torchreid (and boxmot) / fast-reid checkpoints into our format."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from reidcompress._io import check_output_path
 from reidcompress.cli._common import console, emit_json, handle_errors, parse_size
 from reidcompress.models.importers import import_checkpoint
+from reidcompress.models.reid import MODEL_DEFAULTS
 from reidcompress.models.summary import model_summary
 
 
@@ -18,10 +19,15 @@ def import_cmd(
     src: Annotated[Path, typer.Argument(help="Checkpoint file to convert.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="torchvision | torchreid | fastreid")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the reidcompress checkpoint.")],
-    arch: Annotated[str, typer.Option(help="Architecture of the source weights.")] = "resnet50",
+    arch: Annotated[
+        str,
+        typer.Option(help="Architecture of the source weights, as torchreid names it (osnet_x1_0, resnet50_ibn_a...)."),
+    ] = MODEL_DEFAULTS.arch,
     last_stride: Annotated[int | None, typer.Option(help="Override the format's last stride (1 or 2).")] = None,
     pooling: Annotated[str | None, typer.Option(help="avg | gem (fast-reid's fixed-p GeM has no key).")] = None,
-    input_size: Annotated[str, typer.Option(help="Model input HEIGHTxWIDTH.")] = "256x128",
+    input_size: Annotated[str, typer.Option(help="Model input HEIGHTxWIDTH.")] = "{}x{}".format(
+        *MODEL_DEFAULTS.input_size
+    ),
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Convert a checkpoint another framework trained into a reidcompress checkpoint."""

@@ -11,10 +11,16 @@ import typer
 from reidcompress._io import check_output_path
 from reidcompress.cli import _train_options as o
 from reidcompress.cli._common import handle_errors, parse_size
+from reidcompress.models.backbones import list_backbones
 from reidcompress.models.recipes import Recipe, load_recipe
+from reidcompress.models.reid import MODEL_DEFAULTS
 from reidcompress.train.distributed import init_distributed, shutdown_distributed
 from reidcompress.train.engine import train
 from reidcompress.train.pretrained import build_model
+
+
+def _format_size(size: Any) -> str:
+    return "x".join(str(v) for v in size)
 
 
 @handle_errors
@@ -23,13 +29,21 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the trained model checkpoint.")],
     epochs: o.Epochs = None,
     dataset: Annotated[str, typer.Option(help="Dataset layout (market1501, dukemtmcreid, msmt17...).")] = "market1501",
-    arch: Annotated[str | None, typer.Option(help="Backbone architecture (default: resnet50).")] = None,
-    input_size: Annotated[str | None, typer.Option(help="Input HEIGHTxWIDTH (default: 256x128).")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help=f"Backbone architecture (default: {MODEL_DEFAULTS.arch}): {', '.join(list_backbones())}."),
+    ] = None,
+    input_size: Annotated[
+        str | None, typer.Option(help=f"Input HEIGHTxWIDTH (default: {_format_size(MODEL_DEFAULTS.input_size)}).")
+    ] = None,
     pretrained: Annotated[
         Path | None, typer.Option(help="reidcompress checkpoint whose trunk to start from (e.g. imported ImageNet).")
     ] = None,
-    last_stride: Annotated[int | None, typer.Option(help="Stride of layer4 (default 1: a 2x larger last map).")] = None,
-    pooling: Annotated[str | None, typer.Option(help="avg | gem (default: avg).")] = None,
+    last_stride: Annotated[
+        int | None,
+        typer.Option(help=f"Stride of the last stage (default {MODEL_DEFAULTS.last_stride}: a 2x larger last map)."),
+    ] = None,
+    pooling: Annotated[str | None, typer.Option(help=f"avg | gem (default: {MODEL_DEFAULTS.pooling}).")] = None,
     recipe: o.RecipeOpt = None,
     lr: o.Lr = None,
     optimizer: o.Optimizer = None,
@@ -92,14 +106,13 @@ def train_cmd(
         shutdown_distributed()
 
 
-_MODEL_DEFAULTS = {"arch": "resnet50", "input_size": "256x128", "last_stride": 1, "pooling": "avg"}
-
-
 def _model_spec(rec: Recipe | None, **given: Any) -> dict[str, Any]:
-    """Model settings: command-line options over the recipe's ``model`` section over the defaults."""
+    """Model settings: command-line options over the recipe's ``model`` section over ``MODEL_DEFAULTS``."""
+    defaults = {k: getattr(MODEL_DEFAULTS, k) for k in ("arch", "last_stride", "pooling")}
+    defaults["input_size"] = _format_size(MODEL_DEFAULTS.input_size)
     from_recipe = dict(rec.model) if rec else {}
     if "input_size" in from_recipe:
-        from_recipe["input_size"] = "x".join(str(v) for v in from_recipe["input_size"])
-    spec = {**_MODEL_DEFAULTS, **from_recipe, **{k: v for k, v in given.items() if v is not None}}
+        from_recipe["input_size"] = _format_size(from_recipe["input_size"])
+    spec = {**defaults, **from_recipe, **{k: v for k, v in given.items() if v is not None}}
     spec["input_size"] = parse_size(str(spec["input_size"]))
     return spec

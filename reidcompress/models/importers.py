@@ -1,12 +1,16 @@
-"""Import checkpoints users already have: torchvision, torchreid and fast-reid ResNets.
+"""Import checkpoints users already have: torchvision ResNets, torchreid (and boxmot) ResNets, OSNets,
+IBN-ResNets and MobileNetV2s, fast-reid ResNets and ResNet-IBN-a.
 
 Each importer maps the framework's key layout onto ``ReIDNet`` and picks the config that makes the
 imported model compute the same embedding as the framework's own eval-mode forward:
 
 - torchvision (ImageNet classifier weights): the trunk only; a fresh BNNeck, no ID classifier.
   A starting point for ``reidcompress train --pretrained``.
-- torchreid ``resnet*``: ``state_dict`` key (``module.`` prefixes stripped), classifier with bias,
-  no BNNeck (torchreid returns the pooled feature), last stride 2 (torchreid's default).
+- torchreid (any registered torchreid architecture; boxmot's weights for them are the same plain
+  state dicts): ``state_dict`` key or a plain state dict (``module.`` prefixes stripped), classifier
+  with bias, no BNNeck, the ``fc`` embedding block when the checkpoint has one (OSNet: eval returns its
+  512-d output; the ResNets and MobileNetV2s return the pooled feature), and the architecture's own
+  last stride (2 for the ResNets and MobileNetV2s; OSNet's last stage has none).
 - fast-reid Baseline: ``model`` key, ``backbone.*`` trunk, ``heads.bottleneck.0.*`` BNNeck when
   trained WITH_BNNECK (eval returns the feature after it), ``heads.weight`` bias-free classifier,
   ``heads.pool_layer.p`` when pooled with GeM, last stride 1, and fast-reid's ceil-mode max-pool stem.
@@ -22,6 +26,7 @@ from typing import Any
 import torch
 
 from reidcompress.errors import ArchitectureError, CheckpointError, InputError
+from reidcompress.models.backbones import get_backbone
 from reidcompress.models.checkpoint import load_raw, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 
@@ -41,27 +46,32 @@ def _tensors(obj: Any, key: str | None, src: str, required: bool = False) -> Sta
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _torchvision(obj: Any, src: str) -> tuple[StateDict, dict[str, Any]]:
+def _torchvision(obj: Any, src: str, arch: str) -> tuple[StateDict, dict[str, Any]]:
     sd = _tensors(obj, "state_dict", src)
     mapped = {f"backbone.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
-    return mapped, {"neck": "bnneck", "num_classes": 0, "last_stride": 1}
+    return mapped, {"neck": "bnneck", "num_classes": 0, "last_stride": 1, "fc_dim": 0}
 
 
-def _torchreid(obj: Any, src: str) -> tuple[StateDict, dict[str, Any]]:
+def _torchreid(obj: Any, src: str, arch: str) -> tuple[StateDict, dict[str, Any]]:
     sd = _tensors(obj, "state_dict", src)
     mapped: StateDict = {}
     for k, v in sd.items():
-        mapped[k if k.startswith("classifier.") else f"backbone.{k}"] = v
+        mapped[k if k.startswith(("classifier.", "fc.")) else f"backbone.{k}"] = v
+    fc = sd.get("fc.0.weight")
+    if any(k.split(".")[1] not in ("0", "1") for k in sd if k.startswith("fc.")):
+        # fc.0 Linear, fc.1 BatchNorm1d (fc.2 ReLU, fc.3 Dropout have no weights); more means a second layer.
+        raise ArchitectureError(f"{src}: torchreid models with more than one fc layer are not supported")
     num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 0
     return mapped, {
         "neck": "none",
         "num_classes": num_classes,
         "classifier_bias": "classifier.bias" in sd,
-        "last_stride": 2,
+        "last_stride": get_backbone(arch).framework_last_stride,
+        "fc_dim": int(fc.shape[0]) if fc is not None else 0,
     }
 
 
-def _fastreid(obj: Any, src: str) -> tuple[StateDict, dict[str, Any]]:
+def _fastreid(obj: Any, src: str, arch: str) -> tuple[StateDict, dict[str, Any]]:
     sd = _tensors(obj, "model", src, required=True)
     mapped: StateDict = {}
     for k, v in sd.items():
@@ -88,10 +98,11 @@ def _fastreid(obj: Any, src: str) -> tuple[StateDict, dict[str, Any]]:
         "classifier_bias": False,
         "last_stride": 1,
         "maxpool_ceil": True,
+        "fc_dim": 0,
     }
 
 
-FORMATS: dict[str, Callable[[Any, str], tuple[StateDict, dict[str, Any]]]] = {
+FORMATS: dict[str, Callable[[Any, str, str], tuple[StateDict, dict[str, Any]]]] = {
     "torchvision": _torchvision,
     "torchreid": _torchreid,
     "fastreid": _fastreid,
@@ -101,7 +112,7 @@ FORMATS: dict[str, Callable[[Any, str], tuple[StateDict, dict[str, Any]]]] = {
 def _fill_missing_head(model: ReIDNet, sd: StateDict) -> StateDict:
     """Keep the freshly initialised head entries a backbone-only checkpoint does not have."""
     own = model.state_dict()
-    head = ("bnneck.", "pool.", "classifier.")
+    head = ("bnneck.", "pool.", "classifier.", "fc.")
     missing_trunk = [k for k in own if k not in sd and not k.startswith(head)]
     if missing_trunk:
         raise ArchitectureError(
@@ -115,15 +126,24 @@ def convert_state_dict(obj: Any, fmt: str, arch: str, src: str = "input", **over
     """Build a ReIDNet from a loaded foreign checkpoint object."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    sd, cfg = FORMATS[fmt](obj, src)
+    get_backbone(arch)  # an unknown name fails here, listing the known ones
+    sd, cfg = FORMATS[fmt](obj, src, arch)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     config = ReIDConfig(arch=arch, **cfg)
-    template = ReIDNet(config)
-    sd = _fill_missing_head(template, sd)
     try:
+        template = ReIDNet(config)
+        sd = _fill_missing_head(template, sd)
         return ReIDNet.from_state_dict(config, sd)
     except ArchitectureError as e:
-        raise ArchitectureError(f"{src}: {e} (is --arch right for this {fmt} checkpoint?)") from None
+        raise ArchitectureError(f"{src}: {e} ({_arch_hint(sd, arch, fmt)})") from None
+
+
+def _arch_hint(sd: Mapping[str, torch.Tensor], arch: str, fmt: str) -> str:
+    if any(".bn1.IN." in k for k in sd) and "ibn_a" not in arch:
+        return "the weights have IBN-a layers: try --arch resnet50_ibn_a"
+    if any(k.endswith(".gate.fc1.weight") for k in sd) and "osnet" not in arch:
+        return "the weights are an OSNet's: try --arch osnet_x1_0 (or the width they were trained at)"
+    return f"is --arch right for this {fmt} checkpoint?"
 
 
 def import_checkpoint(
