@@ -140,9 +140,7 @@ def build_train_loader(
     size = (int(input_size[0]), int(input_size[1]))
     fits = len(items) * 3 * size[0] * size[1] <= cache_mb * 2**20
     images = decode_images(items, size, num_workers) if fits else None
-    return TrainLoader(
-        items, sampler, TrainAugment(size), images=images, num_workers=num_workers, seed=seed, rank=rank
-    )
+    return TrainLoader(items, sampler, TrainAugment(size), images=images, num_workers=num_workers, seed=seed, rank=rank)
 
 
 def build_eval_loader(

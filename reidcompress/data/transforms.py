@@ -123,7 +123,8 @@ class TrainAugment:
     def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """uint8 (N, 3, H, W) at the input size -> float (N, 3, H, W) in [0, 1], augmented with ``params``."""
         if images.dtype != torch.uint8 or images.shape[1:] != (3, self.height, self.width):
-            raise ValueError(f"expected uint8 (N, 3, {self.height}, {self.width}), got {images.dtype} {tuple(images.shape)}")
+            want = f"uint8 (N, 3, {self.height}, {self.width})"
+            raise ValueError(f"expected {want} images, got {images.dtype} {tuple(images.shape)}")
         padded = F.pad(images, (self.pad,) * 4)
         rows = zip(padded, params.flip.tolist(), params.top.tolist(), params.left.tolist(), strict=True)
         out = torch.stack([self._crop(img, flip, top, left) for img, flip, top, left in rows]).float().div_(255)
