@@ -114,6 +114,7 @@ def test_train_loader_pk_batches(synth_root: Path) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_memory_and_disk_loaders_give_the_same_batches(synth_root: Path, workers: int) -> None:
     data = load_dataset(synth_root)
+    state = torch.get_rng_state()
     memory = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers)
     disk = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers, cache_mb=0)
     assert memory.in_memory and not disk.in_memory
@@ -121,6 +122,7 @@ def test_memory_and_disk_loaders_give_the_same_batches(synth_root: Path, workers
         loader.batch_sampler.set_epoch(2)
     for a, b in zip(memory, disk, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert torch.equal(torch.get_rng_state(), state)  # neither touches torch's global generator
     # Another epoch augments differently; the same epoch again replays exactly.
     first = next(iter(memory))
     memory.batch_sampler.set_epoch(3)

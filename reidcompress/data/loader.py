@@ -60,8 +60,15 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int, int, int]]):
 
 def decode_images(items: Sequence[ImageItem], input_size: tuple[int, int], num_workers: int = 0) -> torch.Tensor:
     """Every item's image, decoded and resized once: uint8 (N, 3, H, W)."""
-    loader = DataLoader(ImageDataset(items, build_decode(input_size)), batch_size=256, num_workers=num_workers)
+    dataset = ImageDataset(items, build_decode(input_size))
+    loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, generator=_unused_generator())
     return torch.cat([images for images, *_ in loader])
+
+
+def _unused_generator() -> torch.Generator:
+    # A DataLoader draws its workers' base seed from this (or from torch's global generator, which would
+    # then depend on the loading mode); decoding draws no random number.
+    return torch.Generator().manual_seed(0)
 
 
 class TrainLoader:
@@ -112,7 +119,9 @@ class TrainLoader:
         if self.images is None:
             decode = build_decode((self.augment.height, self.augment.width))
             dataset = ImageDataset(self.items, decode)
-            yield from DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=self.num_workers)
+            yield from DataLoader(
+                dataset, batch_sampler=self.batch_sampler, num_workers=self.num_workers, generator=_unused_generator()
+            )
             return
         for batch in self.batch_sampler:
             index = torch.tensor(batch)
