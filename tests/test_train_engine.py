@@ -16,7 +16,7 @@ N_IDS, BATCHES = 6, 2
 
 
 class _MemoryLoader:
-    """P x K batches of noisy per-identity prototypes, drawn from the torch RNG (as augmentations are)."""
+    """P x K batches of noisy per-identity prototypes, drawn from the torch RNG (which train() seeds)."""
 
     def __init__(self, p: int, k: int) -> None:
         g = torch.Generator().manual_seed(123)
