@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from reidcompress.data.datasets import ImageItem, load_dataset
-from reidcompress.data.loader import ImageDataset, build_eval_loader, build_train_loader, load_image
-from reidcompress.data.transforms import build_transforms, pad_for
+from reidcompress.data.loader import ImageDataset, build_eval_loader, build_train_loader, decode_images, load_image
+from reidcompress.data.transforms import AugmentParams, TrainAugment, build_transforms, pad_for
 from reidcompress.errors import DatasetError
 from reidcompress.models.reid import IMAGENET_MEAN
 
@@ -36,25 +38,54 @@ def test_eval_transform_is_a_plain_resize() -> None:
     np.testing.assert_allclose(x.numpy(), expected, atol=1e-6)
 
 
-def test_train_transform_erases_with_the_imagenet_mean() -> None:
+def _reference_augment(image: torch.Tensor, params: AugmentParams, n: int, pad: int) -> torch.Tensor:
+    """torchvision's per-image PIL ops with the parameters TrainAugment drew for image ``n``."""
+    pil = TF.to_pil_image(image)
+    if params.flip[n]:
+        pil = TF.hflip(pil)
+    pil = TF.crop(TF.pad(pil, pad), int(params.top[n]), int(params.left[n]), image.shape[1], image.shape[2])
+    x = TF.to_tensor(pil)
+    i, j, h, w = params.erase[n].tolist()
+    return TF.erase(x, i, j, h, w, torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) if h else x
+
+
+@pytest.mark.parametrize("size", [(64, 32), (128, 64)])
+def test_batched_augmentation_equals_torchvision_per_image(size: tuple[int, int]) -> None:
+    aug = TrainAugment(size)
+    images = torch.randint(0, 256, (32, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    params = aug.sample(len(images), torch.Generator().manual_seed(1))
+    want = torch.stack([_reference_augment(img, params, n, pad_for(size)) for n, img in enumerate(images)])
+    assert torch.equal(aug.apply(images, params), want)
+    # Every kind of draw occurs in 32 images: both flips, erased and kept, crops off the centre.
+    assert 0 < int(params.flip.sum()) < 32 and 0 < int((params.erase[:, 2] > 0).sum()) < 32
+    assert set(params.top.tolist()) - {pad_for(size)} and int(params.top.max()) <= 2 * pad_for(size)
+
+
+def test_erasing_boxes_follow_torchvision_random_erasing() -> None:
+    """Vectorised draws, the same distribution as RandomErasing.get_params (means within 4 standard errors)."""
+    n = 4000
+    aug = TrainAugment((64, 32), erasing_p=1.0)
+    mine = aug.sample(n, torch.Generator().manual_seed(0)).erase.double()
     torch.manual_seed(0)
-    t = build_transforms((64, 32), train=True, erasing_p=1.0)
-    x = t(Image.new("RGB", (32, 64), (255, 255, 255)))
-    assert x.shape == (3, 64, 32) and x.min() >= 0.0 and x.max() <= 1.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    erased = torch.isclose(x, mean.expand_as(x), atol=1e-6).all(0)
+    img = torch.zeros(3, 64, 32)
+    ref = torch.tensor([T.RandomErasing.get_params(img, (0.02, 0.33), (0.3, 3.3), [0.0])[:4] for _ in range(n)])
+    ref = ref.double()
+    for a, b in [*zip(mine.T, ref.T, strict=True), (mine[:, 2] * mine[:, 3], ref[:, 2] * ref[:, 3])]:
+        assert abs(float(a.mean() - b.mean())) < 4 * float((a.var() / n + b.var() / n).sqrt())
+    i, j, h, w = mine.T
+    assert bool((h > 0).all() and (i + h <= 64).all() and (j + w <= 32).all())
+    x = aug.apply(torch.full((1, 3, 64, 32), 255, dtype=torch.uint8), aug.sample(1, torch.Generator()))
+    erased = torch.isclose(x[0], torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand_as(x[0])).all(0)
     assert erased.float().mean() > 0.01  # an erased rectangle filled with the mean, not zeros
     assert pad_for((256, 128)) == 10 and pad_for((64, 32)) == 2
 
 
-def test_train_transform_augments_deterministically_under_a_seed() -> None:
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 32, 3), dtype=np.uint8))
-    t = build_transforms((64, 32), train=True)
-    torch.manual_seed(1)
-    a = torch.stack([t(img) for _ in range(4)])
-    torch.manual_seed(1)
-    b = torch.stack([t(img) for _ in range(4)])
-    assert torch.equal(a, b) and not torch.equal(a[0], a[1])
+def test_augmentation_draws_depend_on_the_generator_only() -> None:
+    aug = TrainAugment((64, 32))
+    a, b = (aug.sample(8, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
+    with pytest.raises(ValueError, match="uint8"):
+        aug.apply(torch.zeros(8, 3, 64, 32), a)
 
 
 def test_image_dataset_items() -> None:
@@ -78,6 +109,34 @@ def test_train_loader_pk_batches(synth_root: Path) -> None:
         assert (data.train[i].pid, data.train[i].camid) == (pid, cam)
     seen = {p for _, pids, _, _ in batches for p in pids.tolist()}
     assert seen == set(range(data.num_train_pids))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_memory_and_disk_loaders_give_the_same_batches(synth_root: Path, workers: int) -> None:
+    data = load_dataset(synth_root)
+    state = torch.get_rng_state()
+    memory = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers)
+    disk = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers, cache_mb=0)
+    assert memory.in_memory and not disk.in_memory
+    for loader in (memory, disk):
+        loader.batch_sampler.set_epoch(2)
+    for a, b in zip(memory, disk, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert torch.equal(torch.get_rng_state(), state)  # neither touches torch's global generator
+    # Another epoch augments differently; the same epoch again replays exactly.
+    first = next(iter(memory))
+    memory.batch_sampler.set_epoch(3)
+    assert not torch.equal(next(iter(memory))[0], first[0])
+    memory.batch_sampler.set_epoch(2)
+    assert torch.equal(next(iter(memory))[0], first[0])
+
+
+def test_decoded_images_are_the_resized_files(synth_root: Path) -> None:
+    data = load_dataset(synth_root)
+    images = decode_images(data.train[:5], (64, 32))
+    assert images.shape == (5, 3, 64, 32) and images.dtype == torch.uint8
+    want = build_transforms((64, 32))(load_image(data.train[4].path))
+    assert torch.equal(images[4].float() / 255, want)
 
 
 def test_eval_loader_keeps_order(synth_root: Path) -> None:

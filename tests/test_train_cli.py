@@ -74,7 +74,7 @@ class _Crash(Callback):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_with_real_loader_matches_straight_run(synth_root, tmp_path, workers) -> None:
-    """Sampler epochs, augmentation RNG (worker seeds too) and optimiser state come back: identical weights."""
+    """Sampler epochs, per-epoch augmentation draws and optimiser state come back: identical weights."""
     ds = load_dataset(synth_root)
     config = TrainConfig(epochs=2, p=4, k=2, warmup_epochs=1, milestones=(1,), num_workers=workers, eval_every=0)
 

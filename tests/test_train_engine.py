@@ -16,7 +16,7 @@ N_IDS, BATCHES = 6, 2
 
 
 class _MemoryLoader:
-    """P x K batches of noisy per-identity prototypes, drawn from the torch RNG (as augmentations are)."""
+    """P x K batches of noisy per-identity prototypes, drawn from the torch RNG (which train() seeds)."""
 
     def __init__(self, p: int, k: int) -> None:
         g = torch.Generator().manual_seed(123)
@@ -230,6 +230,24 @@ def test_cuda_amp_channels_last_run(memory_loader) -> None:
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert next(res.model.parameters()).device.type == "cuda"
+
+
+def test_channels_last_on_cpu_trains_the_same_values(memory_loader) -> None:
+    """Channels-last is only a layout: the same run in NCHW ends at the same weights (up to rounding)."""
+    layouts = []
+
+    class Probe(Callback):
+        def on_batch_end(self, trainer, step, logs):
+            layouts.append(trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last))
+
+    config = _config(optimizer="sgd", lr=0.05)
+    a = engine.train(_model(), ITEMS, config, callbacks=[Probe()], device="cpu").model
+    b = engine.train(_model(), ITEMS, config.replace(channels_last=False), device="cpu").model
+    assert layouts == [True] * (2 * BATCHES)
+    assert a.backbone.conv1.weight.is_contiguous()  # handed back in the default layout
+    assert not torch.equal(a.backbone.conv1.weight, _model().backbone.conv1.weight)  # it did train
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-4, atol=1e-5)
 
 
 def test_callbacks_leaving_the_model_in_eval_mode_do_not_break_training(memory_loader) -> None:

@@ -66,7 +66,7 @@ Amp = Annotated[
 ChannelsLast = Annotated[
     bool | None,
     typer.Option(
-        "--channels-last/--no-channels-last", help="channels-last memory (CUDA only).", rich_help_panel=_TRAIN
+        "--channels-last/--no-channels-last", help="channels-last memory (default on).", rich_help_panel=_TRAIN
     ),
 ]
 Set = Annotated[

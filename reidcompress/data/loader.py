@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -12,10 +12,24 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidcompress.data.datasets import ImageItem
 from reidcompress.data.sampler import PKSampler
-from reidcompress.data.transforms import build_transforms
+from reidcompress.data.transforms import TrainAugment, build_decode, build_transforms
 from reidcompress.errors import DatasetError
 
-__all__ = ["ImageDataset", "load_image", "build_train_loader", "build_eval_loader"]
+__all__ = [
+    "ImageDataset",
+    "TrainLoader",
+    "load_image",
+    "decode_images",
+    "build_train_loader",
+    "build_eval_loader",
+    "DEFAULT_CACHE_MB",
+]
+
+# Decoded training images are kept in memory up to this size (uint8 at the input size): Market-1501
+# at 128x64 takes 303 MiB, at 256x128 1.2 GiB; larger sets are decoded from disk every epoch.
+DEFAULT_CACHE_MB = 1024
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -44,6 +58,76 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int, int, int]]):
         return self.transform(load_image(it.path)), it.pid, it.camid, index
 
 
+def decode_images(items: Sequence[ImageItem], input_size: tuple[int, int], num_workers: int = 0) -> torch.Tensor:
+    """Every item's image, decoded and resized once: uint8 (N, 3, H, W)."""
+    dataset = ImageDataset(items, build_decode(input_size))
+    loader = DataLoader(dataset, batch_size=256, num_workers=num_workers, generator=_unused_generator())
+    return torch.cat([images for images, *_ in loader])
+
+
+def _unused_generator() -> torch.Generator:
+    # A DataLoader draws its workers' base seed from this (or from torch's global generator, which would
+    # then depend on the loading mode); decoding draws no random number.
+    return torch.Generator().manual_seed(0)
+
+
+class TrainLoader:
+    """P x K batches ``(images, pids, camids, indices)`` of augmented training images.
+
+    Images come decoded either from memory (:func:`decode_images`, done once) or from disk through a
+    ``DataLoader`` with ``num_workers`` processes; both give the same batches. The augmentation runs on
+    whole batches in this process, drawing from a generator seeded by ``(seed, rank, epoch)``: an
+    epoch's batches depend on nothing else, so a resumed run replays them without saved generator state.
+    Call ``loader.batch_sampler.set_epoch(e)`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        sampler: PKSampler,
+        augment: TrainAugment,
+        *,
+        images: torch.Tensor | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        self.items = list(items)
+        self.batch_sampler = sampler
+        self.augment = augment
+        self.images = images
+        self.num_workers = num_workers
+        self.seed, self.rank = seed, rank
+        self._pids = torch.tensor([it.pid for it in self.items])
+        self._camids = torch.tensor([it.camid for it in self.items])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch_seed = np.random.SeedSequence([self.seed, self.rank, self.batch_sampler.epoch]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(epoch_seed))
+        for images, pids, camids, index in self.decoded_batches():
+            yield self.augment(images, generator), pids, camids, index
+
+    def decoded_batches(self) -> Iterator[Batch]:
+        """The epoch's batches before augmentation: uint8 images at the input size."""
+        if self.images is None:
+            decode = build_decode((self.augment.height, self.augment.width))
+            dataset = ImageDataset(self.items, decode)
+            yield from DataLoader(
+                dataset, batch_sampler=self.batch_sampler, num_workers=self.num_workers, generator=_unused_generator()
+            )
+            return
+        for batch in self.batch_sampler:
+            index = torch.tensor(batch)
+            yield self.images[index], self._pids[index], self._camids[index], index
+
+
 def build_train_loader(
     items: Sequence[ImageItem],
     input_size: tuple[int, int],
@@ -54,21 +138,18 @@ def build_train_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
-    """P x K batches of augmented training images; call ``loader.batch_sampler.set_epoch(e)`` each epoch.
+    cache_mb: float = DEFAULT_CACHE_MB,
+) -> TrainLoader:
+    """P x K batches of augmented training images, decoded once into memory when they fit ``cache_mb``.
 
-    Augmentations draw from torch's global generator in the main process (seed it for repeatable runs);
-    with workers, each worker's seed derives from ``seed``, ``rank`` and the number of epochs iterated.
+    ``num_workers`` processes decode the images (once, or every epoch when they are not kept in memory).
     """
+    items = list(items)
     sampler = PKSampler([it.pid for it in items], p, k, seed=seed, rank=rank, world_size=world_size)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
-    return DataLoader(
-        ImageDataset(items, build_transforms(input_size, train=True)),
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        generator=generator,
-    )
+    size = (int(input_size[0]), int(input_size[1]))
+    fits = len(items) * 3 * size[0] * size[1] <= cache_mb * 2**20
+    images = decode_images(items, size, num_workers) if fits else None
+    return TrainLoader(items, sampler, TrainAugment(size), images=images, num_workers=num_workers, seed=seed, rank=rank)
 
 
 def build_eval_loader(
@@ -76,7 +157,7 @@ def build_eval_loader(
 ) -> DataLoader:
     """Resized images in item order, for feature extraction."""
     return DataLoader(
-        ImageDataset(items, build_transforms(input_size, train=False)),
+        ImageDataset(items, build_transforms(input_size)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -90,7 +90,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         cuda = self.device.type == "cuda"
         self.amp = config.amp and cuda
-        self.channels_last = config.channels_last and cuda
+        self.channels_last = config.channels_last
         self.epoch = 0
         self.step = 0
         self.should_stop = False
@@ -240,6 +240,9 @@ def train(
         if trainer.should_stop:
             break
     call_all(trainer.callbacks, "on_train_end", trainer)
+    # Channels-last is a training speed-up: what the caller gets back (and pruning, export or a
+    # checkpoint sees) has the default layout again. Only the layout changes, no value.
+    model.to(memory_format=torch.contiguous_format)
     if paths is not None and ctx.is_main:
         save_model(paths.out, model, meta=_meta(trainer, epochs_done, meta))
     barrier()
@@ -258,7 +261,7 @@ def _make_trainer(
         _check_teacher(model, teacher)
         callbacks.insert(0, DistillationCallback(teacher, config.distill_weight, config.distill_loss))
     model.to(ctx.device)
-    if config.channels_last and ctx.device.type == "cuda":
+    if config.channels_last:
         model.to(memory_format=torch.channels_last)
     trainer = Trainer(model, config, ctx, callbacks)
     if state is not None:
@@ -322,20 +325,8 @@ def _restore_rng(state: Mapping[str, Any], trainer: Trainer) -> None:
         # Another number of processes cannot replay the same batches; stay deterministic at least.
         _seed_everything(state["config"]["seed"] + ctx.rank + 1000 * int(state["epoch"]))
         return
-    mine = rngs[ctx.rank]
-    _state.restore_rng(mine, ctx.device)
-    generator = getattr(trainer.loader, "generator", None)
-    if generator is not None and "loader" in mine:
-        generator.set_state(mine["loader"])
-
-
-def _capture_rng(trainer: Trainer) -> dict[str, Any]:
-    """This rank's generators, the data loader's own included (it seeds the loading workers)."""
-    rng = _state.capture_rng(trainer.device)
-    generator = getattr(trainer.loader, "generator", None)
-    if generator is not None:
-        rng["loader"] = generator.get_state()
-    return rng
+    # The loader's augmentation needs nothing restored: it draws from a generator seeded by (seed, rank, epoch).
+    _state.restore_rng(rngs[ctx.rank], ctx.device)
 
 
 def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx: DistContext) -> Iterable[Any]:
@@ -351,6 +342,7 @@ def _build_loader(items: Sequence[Any], model: ReIDNet, config: TrainConfig, ctx
         seed=config.seed,
         rank=ctx.rank,
         world_size=ctx.world_size,
+        cache_mb=config.cache_images_mb,
     )
 
 
@@ -419,7 +411,7 @@ def evaluate(model: ReIDNet, eval_data: Any, batch_size: int, device: torch.devi
 def _end_of_epoch(trainer: Trainer, paths: RunPaths | None, row: dict[str, Any], epochs_done: int) -> None:
     if paths is None:
         return
-    rngs = all_gather_objects(_capture_rng(trainer))
+    rngs = all_gather_objects(_state.capture_rng(trainer.device))
     if trainer.ctx.is_main:
         _state.save_state(paths.state, _training_state(trainer, epochs_done, rngs))
         with paths.log.open("a") as f:
