@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reidcompress.models.reid import ReIDNet
-from reidcompress.models.resnet import STAGES
+from reidcompress.models.backbones import stage_modules
 
 __all__ = ["Complexity", "complexity", "count_flops", "count_params", "stage_widths", "conv_widths", "model_summary"]
 
@@ -66,10 +66,10 @@ def complexity(model: ReIDNet, input_size: tuple[int, int] | None = None) -> Com
 
 def stage_widths(model: ReIDNet) -> dict[str, list[int]]:
     """Per stage, the output width of every conv (block-internal widths show where pruning cut)."""
-    widths: dict[str, list[int]] = {"stem": [model.backbone.conv1.out_channels]}
-    for stage in STAGES:
-        widths[stage] = [m.out_channels for m in getattr(model.backbone, stage).modules() if isinstance(m, nn.Conv2d)]
-    return widths
+    return {
+        name: [m.out_channels for m in stage.modules() if isinstance(m, nn.Conv2d)]
+        for name, stage in stage_modules(model.backbone).items()
+    }
 
 
 def conv_widths(model: nn.Module) -> dict[str, int]:
