@@ -9,6 +9,7 @@ import typer
 
 from reidcompress.cli._common import console, emit_json, handle_errors
 from reidcompress.errors import BackendUnavailableError, InputError
+from reidcompress.export._input import check_input_format
 from reidcompress.export.onnx import ExportError, export_onnx
 
 _TRT = "TensorRT (--trt)"
@@ -29,6 +30,14 @@ def export_cmd(
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxsim.")] = True,
     data: Annotated[Path | None, typer.Option(help="Dataset whose query images the parity check uses.")] = None,
     dataset: Annotated[str, typer.Option(help="Layout of --data/--calib-data.")] = "market1501",
+    input_format: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="What the graph takes: unit (RGB in [0, 1], normalised inside the graph) or normalized "
+            "(ImageNet-normalised crops, as trackers such as boxmot feed them).",
+        ),
+    ] = "unit",
     int8: Annotated[
         bool,
         typer.Option(
@@ -69,6 +78,7 @@ def export_cmd(
     Without TensorRT or an NVIDIA GPU, `--trt` fails with exit code 2 after the ONNX model is written.
     A broken export (embeddings differ from PyTorch) fails with exit code 1 and writes nothing.
     """
+    check_input_format(input_format)
     spec = _engine_spec(precision, min_batch, opt_batch, max_batch, workspace) if trt else None
     engine = engine or output.with_suffix(".engine")
     if spec is not None and spec.precision == "int8" and calib_data is None and not Path(f"{engine}.calib").exists():
@@ -90,6 +100,7 @@ def export_cmd(
             simplify=simplify,
             parity_data=data,
             dataset=dataset,
+            input_format=input_format,
         )
     except ExportError as e:
         typer.echo(f"error: {e}", err=True)

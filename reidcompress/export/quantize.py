@@ -30,6 +30,7 @@ import onnx
 
 from reidcompress._io import atomic_path, require_file
 from reidcompress.errors import InputError
+from reidcompress.export._input import graph_input
 from reidcompress.export.parity import ParityReport, check_parity
 
 __all__ = ["CALIB_METHODS", "QuantizeResult", "quantize_onnx", "check_calib_method", "count_qdq"]
@@ -123,6 +124,8 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str) -> 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from reidcompress.export.onnx import decode_metadata
+
     calib = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -130,6 +133,9 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str) -> 
     }[method]
     proto = onnx.load(str(fp32))
     input_name = proto.graph.input[0].name
+    # Calibration sees what the graph takes (``export --input normalized`` graphs: normalised images).
+    meta = decode_metadata({m.key: m.value for m in proto.metadata_props})
+    batches = [graph_input(b, meta) for b in batches]
     with tempfile.TemporaryDirectory(prefix="reidcompress-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre))

@@ -19,6 +19,7 @@ import numpy as np
 
 from reidcompress._io import atomic_path, atomic_write_text, require_file
 from reidcompress.errors import BackendUnavailableError, CheckpointError, InputError
+from reidcompress.export._input import INPUT_FORMAT_KEY, graph_input
 
 __all__ = [
     "PRECISIONS",
@@ -129,11 +130,12 @@ def check_engine_compatible(sidecar: dict[str, Any], runtime: dict[str, str]) ->
         )
 
 
-def _feeds(batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+def _feeds(batches: Iterable[np.ndarray], meta: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+    """Calibration feeds: [0, 1] images as the graph takes them (``export --input``)."""
     from reidcompress.export.onnx import INPUT
 
     for b in batches:
-        yield {INPUT: np.ascontiguousarray(b, dtype=np.float32)}
+        yield {INPUT: np.ascontiguousarray(graph_input(b, meta), dtype=np.float32)}
 
 
 def _config(spec: EngineSpec, shape: tuple[int, ...], calibrator: Any, timing_cache: Path) -> Any:
@@ -185,7 +187,9 @@ def build_engine(
 
     calibrator = None
     if spec.precision == "int8":
-        calibrator = Calibrator(_feeds(calib_batches or []), cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2)
+        calibrator = Calibrator(
+            _feeds(calib_batches or [], meta), cache=str(cache), BaseClass=trt.IInt8EntropyCalibrator2
+        )
     tcache = Path(timing_cache) if timing_cache else Path(engine_path).with_suffix(".timing.cache")
     config = _config(spec, shape, calibrator, tcache)
     serialized = EngineBytesFromNetwork(
@@ -201,6 +205,10 @@ def build_engine(
         "flops": int(meta.get("flops", 0)),
         "params": int(meta.get("params", 0)),
         "arch": meta.get("arch"),
+        # The TensorRT backend feeds the engine what its ONNX graph takes.
+        INPUT_FORMAT_KEY: meta.get(INPUT_FORMAT_KEY, "unit"),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
         "calibration_cache": str(cache) if spec.precision == "int8" else None,
     }
     with atomic_path(engine_path) as tmp:

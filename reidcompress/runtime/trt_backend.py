@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from reidcompress.errors import CheckpointError, InputError
+from reidcompress.export._input import graph_input
 from reidcompress.export.tensorrt import check_engine_compatible, read_sidecar, require_tensorrt, runtime_info
 from reidcompress.runtime.base import Embedder, register_backend
 
@@ -52,7 +53,7 @@ class TrtEmbedder(Embedder):
         }
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        x = np.ascontiguousarray(graph_input(batch, self.metadata), dtype=np.float32)
         if len(x) > self.max_batch:
             return np.concatenate([self.embed(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
         if len(x) < self.min_batch:
