@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from reidcompress.errors import ArchitectureError, CheckpointError, InputError
+from reidcompress.models.backbones import build_backbone
+from reidcompress.models.backbones import list_backbones as list_models
 from reidcompress.models.checkpoint import load_model, read_checkpoint, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
-from reidcompress.models.resnet import build_backbone, list_models
 from reidcompress.models.summary import count_flops, count_params, model_summary
 
 

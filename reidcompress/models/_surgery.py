@@ -1,12 +1,20 @@
-"""Rebuild layers at new widths: how a pruned model is recreated from stored shapes alone."""
+"""Rebuild layers at new widths: how a pruned model is recreated from stored shapes alone.
+
+Everything pruning changes besides weight shapes follows from them: a depthwise convolution's
+``groups`` is its output width, an IBN module's split point is its InstanceNorm's width
+(``resnet_ibn.IBN.half``), OSNet's shared ChannelGate is one module with one set of shapes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from torch import nn
 
-__all__ = ["resize_modules", "weight_shapes"]
+M = TypeVar("M", bound=nn.Module)
+
+__all__ = ["resize_modules", "weight_shapes", "narrow_widths"]
 
 
 def weight_shapes(state_dict: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
@@ -23,6 +31,7 @@ def _resized(module: nn.Module, shape: Sequence[int]) -> nn.Module | None:
         out_c, in_per_group = shape[0], shape[1]
         if (out_c, in_per_group) == (module.out_channels, module.in_channels // module.groups):
             return None
+        # A grouped conv here is depthwise (OSNet, MobileNetV2): one group per output channel.
         groups = module.groups if module.groups == 1 else out_c
         return nn.Conv2d(
             in_per_group * groups,
@@ -39,6 +48,12 @@ def _resized(module: nn.Module, shape: Sequence[int]) -> nn.Module | None:
         if shape[0] == module.num_features:
             return None
         return type(module)(shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+    if isinstance(module, nn.InstanceNorm2d) and module.affine:
+        if shape[0] == module.num_features:
+            return None
+        norm = nn.InstanceNorm2d(shape[0], module.eps, affine=True, track_running_stats=module.track_running_stats)
+        norm.momentum = module.momentum
+        return norm
     if isinstance(module, nn.Linear):
         if tuple(shape) == (module.out_features, module.in_features):
             return None
@@ -67,3 +82,20 @@ def resize_modules(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> lis
         setattr(parent, child, new)
         replaced.append(name)
     return replaced
+
+
+def narrow_widths(net: M, divisor: int) -> M:
+    """Divide every layer's width by ``divisor`` (the RGB input excepted): tiny test variants of the
+    real architectures, with the same module structure and parameter names."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if m.groups > 1:
+                in_per_group = 1
+            else:
+                in_per_group = m.in_channels if m.in_channels == 3 else max(m.in_channels // divisor, 1)
+            shapes[f"{name}.weight"] = (max(m.out_channels // divisor, 1), in_per_group, *m.kernel_size)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+            shapes[f"{name}.weight"] = (max(m.num_features // divisor, 1),)
+    resize_modules(net, shapes)
+    return net

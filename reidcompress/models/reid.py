@@ -1,8 +1,10 @@
-"""The ReID network: ResNet trunk, pooling, BNNeck and a training-only ID classifier.
+"""The ReID network: a registered trunk (``models/backbones.py``), then the ReID head: pooling, the
+framework's own embedding layer if it has one (OSNet's ``fc``), BNNeck and a training-only ID classifier.
 
 The strong-baseline shape (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person
-Re-identification", 2019): the triplet loss sees the pooled feature before the BNNeck, the ID loss
-the classifier after it, and inference returns the BNNeck output.
+Re-identification", 2019): the triplet loss sees the feature before the BNNeck, the ID loss the
+classifier after it, and inference returns the BNNeck output. With ``neck="none"`` inference returns
+the feature itself, as torchreid's models do.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +20,9 @@ from torch import nn
 
 from reidcompress.errors import ArchitectureError
 from reidcompress.models._surgery import resize_modules, weight_shapes
-from reidcompress.models.resnet import STAGES, build_backbone
+from reidcompress.models.backbones import build_backbone, get_backbone
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ReIDConfig", "ReIDNet", "GeM"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_DEFAULTS", "ReIDConfig", "ReIDNet", "GeM"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,12 +36,17 @@ class ReIDConfig:
 
     ``mean``/``std`` are in [0, 1] pixel units: the model takes RGB images scaled to [0, 1] and
     normalises them itself, so ONNX/TensorRT exports and evaluation always use the same numbers.
+    ``fc_dim`` is the width of the embedding layer between pooling and BNNeck (Linear +
+    BatchNorm1d + ReLU, OSNet's ``fc``); None means the architecture's own (512 for OSNet, none
+    for the others) and is resolved when the config is made, so a saved config is explicit.
+    These field defaults are the model defaults of every command (``MODEL_DEFAULTS``).
     """
 
     arch: str = "resnet50"
     last_stride: int = 1
     pooling: str = "avg"
     neck: str = "bnneck"
+    fc_dim: int | None = None
     num_classes: int = 0
     classifier_bias: bool = False
     maxpool_ceil: bool = False
@@ -55,6 +62,10 @@ class ReIDConfig:
             raise ArchitectureError(f"neck must be one of {NECKS}, got {self.neck!r}")
         if len(self.input_size) != 2 or min(self.input_size) < 16:
             raise ArchitectureError(f"input_size must be (height, width) >= 16, got {self.input_size}")
+        if self.fc_dim is None:
+            object.__setattr__(self, "fc_dim", get_backbone(self.arch).fc_dim)
+        elif self.fc_dim < 0:
+            raise ArchitectureError(f"fc_dim must be >= 0 (0: no embedding layer), got {self.fc_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -91,19 +102,25 @@ class GeM(nn.Module):
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p)
 
 
-def _trunk_channels(backbone: nn.Module) -> int:
-    layer4: Any = backbone.get_submodule("layer4")
-    last = layer4[-1]
-    return int((last.bn3 if hasattr(last, "bn3") else last.bn2).num_features)
+MODEL_DEFAULTS = ReIDConfig()
+
+
+def _embedding_layer(in_dim: int, dim: int) -> nn.Sequential:
+    """torchreid's ``_construct_fc_layer``: Linear + BatchNorm1d + ReLU, initialised as torchreid does."""
+    linear = nn.Linear(in_dim, dim)
+    nn.init.normal_(linear.weight, 0, 0.01)
+    nn.init.zeros_(linear.bias)
+    return nn.Sequential(linear, nn.BatchNorm1d(dim), nn.ReLU())
 
 
 class ReIDNet(nn.Module):
     """A Siamese ReID feature extractor.
 
     ``forward(images)`` takes RGB float images in [0, 1], shape (N, 3, H, W). In eval mode it
-    returns the embedding (N, D): the BNNeck output, or the pooled feature when ``neck="none"``.
-    In train mode it returns ``(pooled_feature, logits)`` for the triplet and ID losses
-    (``logits`` is None without a classifier).
+    returns the embedding (N, D): the BNNeck output, or the feature before it (the pooled trunk
+    output, or the ``fc`` output when the architecture has one) when ``neck="none"``. In train mode
+    it returns ``(feature, logits)`` for the triplet and ID losses (``logits`` is None without a
+    classifier).
     """
 
     def __init__(self, config: ReIDConfig, shapes: Mapping[str, Any] | None = None) -> None:
@@ -111,9 +128,13 @@ class ReIDNet(nn.Module):
         self.config = config
         self.pruning: dict[str, Any] | None = None
         self.meta: dict[str, Any] = {}
-        self.backbone = build_backbone(config.arch, config.last_stride, config.maxpool_ceil)
-        feat_dim = _trunk_channels(self.backbone)
+        # Any: each architecture's trunk has its own attributes (ResNet's layer4, OSNet's conv5...).
+        backbone: Any = build_backbone(config.arch, config.last_stride, config.maxpool_ceil)
+        self.backbone = backbone
+        feat_dim = int(backbone.num_features)
         self.pool: nn.Module = GeM() if config.pooling == "gem" else nn.AdaptiveAvgPool2d(1)
+        self.fc: nn.Sequential | None = _embedding_layer(feat_dim, config.fc_dim) if config.fc_dim else None
+        feat_dim = config.fc_dim or feat_dim
         self.bnneck: nn.Module = nn.BatchNorm1d(feat_dim) if config.neck == "bnneck" else nn.Identity()
         self.classifier: nn.Linear | None = (
             nn.Linear(feat_dim, config.num_classes, bias=config.classifier_bias) if config.num_classes > 0 else None
@@ -137,30 +158,33 @@ class ReIDNet(nn.Module):
     def embedding_dim(self) -> int:
         if isinstance(self.bnneck, nn.BatchNorm1d):
             return self.bnneck.num_features
-        return _trunk_channels(self.backbone)
+        if self.fc is not None:
+            return cast(nn.BatchNorm1d, self.fc[1]).num_features
+        return int(self.backbone.num_features)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         mean, std = self.get_buffer("pixel_mean"), self.get_buffer("pixel_std")
         return (images - mean.to(images.dtype)) / std.to(images.dtype)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The last feature map (N, C, h, w) for [0, 1] images."""
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(images)))))
-        for stage in STAGES:
-            x = getattr(b, stage)(x)
-        return x
+        """The trunk's last feature map (N, C, h, w) for [0, 1] images."""
+        return self.backbone(self.normalize(images))
+
+    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The feature before the BNNeck: pooled, then through ``fc`` when there is one."""
+        feat = self.pool(fmap).flatten(1)
+        return self.fc(feat) if self.fc is not None else feat
 
     def forward_train(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(pooled feature before the BNNeck, ID logits) whatever the module's mode."""
-        feat = self.pool(self.forward_features(images)).flatten(1)
+        """(feature before the BNNeck, ID logits) whatever the module's mode."""
+        feat = self.forward_head(self.forward_features(images))
         logits = self.classifier(self.bnneck(feat)) if self.classifier is not None else None
         return feat, logits
 
     def forward(self, images: torch.Tensor) -> Any:
         if self.training:
             return self.forward_train(images)
-        return self.bnneck(self.pool(self.forward_features(images)).flatten(1))
+        return self.bnneck(self.forward_head(self.forward_features(images)))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the ID classifier (fine-tuning on a dataset with other identities)."""
