@@ -10,6 +10,12 @@ norm pruners): removing channel ``c`` removes it from the InstanceNorm when ``c 
 BatchNorm otherwise, and the split moves with the InstanceNorm's width. The pruned module computes
 what a fresh IBN of the new widths computes with the kept parameters.
 
+torch-pruning still traces *through* a customized module's forward (its ``grad_fn`` walk does not stop
+at module boundaries), and maps channel indices through IBN's internal split and concatenation wrongly
+(conv channel 0, an InstanceNorm channel, comes out as a BatchNorm channel). So while the graph is
+built, each customized layer runs as one autograd node (``leaf_modules``): the tracer sees it as a
+single operation between its producer and its consumers, which is what ``customized_pruners`` assumes.
+
 Depthwise convolutions and OSNet's channel gate (a module called once per stream, its ``x * gate``
 a broadcast product) are handled by torch-pruning's graph itself: the depthwise pruner ties a
 depthwise conv's input and output channels (and ``groups``) to its producer, and the four calls of a
@@ -18,7 +24,8 @@ shared gate tie the four streams' channels to the gate's ``fc1`` inputs and ``fc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +43,7 @@ __all__ = [
     "NORM_HANDLERS",
     "affine_params",
     "check_norm_halves",
+    "leaf_modules",
 ]
 
 
@@ -113,3 +121,35 @@ def check_norm_halves(group: tp.Group, root: str) -> None:
                     f"pruning {len(idxs)} channels of {root} would remove a whole InstanceNorm or BatchNorm half "
                     "of an IBN layer; use a lower rate"
                 )
+
+
+class _Leaf(torch.autograd.Function):
+    """``forward(x)`` of a module as one autograd node whose only input is ``x`` (tracing only)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        # A copy: InstanceNorm returns a view, and a view out of a Function cannot be modified in place
+        # (the in-place ReLU after it).
+        return forward(x).clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+@contextlib.contextmanager
+def leaf_modules(model: nn.Module) -> Iterator[None]:
+    """While tracing, every IBN layer (customized pruner) and InstanceNorm2d is one node of the traced graph.
+
+    ``F.instance_norm`` runs a batch norm on an (1, N*C, H, W) view: traced through, its reshapes
+    decouple the InstanceNorm from the channels it normalises (IBN-b's residual InstanceNorm was left
+    unpruned); as one node, torch-pruning's own ``InstanceNormPruner`` ties its channels.
+    """
+    layers = [m for m in model.modules() if is_ibn(m) or isinstance(m, nn.InstanceNorm2d)]
+    for m in layers:
+        m.forward = lambda x, _f=m.forward: _Leaf.apply(x, _f)  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward

@@ -26,7 +26,13 @@ from torch import nn
 from reidcompress.errors import MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.resnet import STAGES
-from reidcompress.prune._pruners import NORM_HANDLERS, affine_params, check_norm_halves, customized_pruners
+from reidcompress.prune._pruners import (
+    NORM_HANDLERS,
+    affine_params,
+    check_norm_halves,
+    customized_pruners,
+    leaf_modules,
+)
 from reidcompress.prune.criteria import Criterion
 
 __all__ = [
@@ -84,7 +90,7 @@ def build_graph(model: ReIDNet) -> tp.DependencyGraph:
     h, w = (min(a, b) for a, b in zip(model.config.input_size, TRACE_SIZE, strict=True))
     x = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), leaf_modules(model):
             return tp.DependencyGraph().build_dependency(
                 model, x, forward_fn=_graph_forward, verbose=False, customized_pruners=customized_pruners(model)
             )
