@@ -62,7 +62,7 @@ def is_depthwise(conv: nn.Module) -> bool:
 class IBNPruner(tp.pruner.function.BasePruningFunc):
     """Prunes an IBN layer's channels across its InstanceNorm and BatchNorm halves."""
 
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+    def prune_out_channels(self, layer: Any, idxs: Sequence[int]) -> nn.Module:
         half = int(layer.IN.num_features)
         first = sorted({int(i) for i in idxs if i < half})
         rest = sorted({int(i) - half for i in idxs if i >= half})
@@ -77,7 +77,7 @@ class IBNPruner(tp.pruner.function.BasePruningFunc):
 
     prune_in_channels = prune_out_channels  # in and out channels are the same channels
 
-    def get_out_channels(self, layer: nn.Module) -> int:
+    def get_out_channels(self, layer: Any) -> int:
         return int(layer.IN.num_features) + int(layer.BN.num_features)
 
     get_in_channels = get_out_channels
@@ -94,7 +94,7 @@ def customized_pruners(model: nn.Module) -> dict[Any, tp.pruner.function.BasePru
     return {type(m): IBN_PRUNER for m in model.modules() if is_ibn(m)}
 
 
-def affine_params(module: nn.Module, idxs: Sequence[int]) -> list[tuple[torch.Tensor, list[int]]]:
+def affine_params(module: Any, idxs: Sequence[int]) -> list[tuple[torch.Tensor, list[int]]]:
     """The affine scale and shift parameters of a norm layer's channels ``idxs``, each with its indices.
 
     Zeroing them silences the channels: a BatchNorm, InstanceNorm or IBN channel whose scale and shift
@@ -112,7 +112,7 @@ def affine_params(module: nn.Module, idxs: Sequence[int]) -> list[tuple[torch.Te
 def check_norm_halves(group: tp.Group, root: str) -> None:
     """Refuse a group that would empty one norm of an IBN layer (an IBN needs both halves)."""
     for dep, idxs in group:
-        m = dep.target.module
+        m: Any = dep.target.module
         if dep.handler == IBN_PRUNER.prune_out_channels:
             half = int(m.IN.num_features)
             first = sum(1 for i in idxs if i < half)
@@ -147,7 +147,7 @@ def leaf_modules(model: nn.Module) -> Iterator[None]:
     """
     layers = [m for m in model.modules() if is_ibn(m) or isinstance(m, nn.InstanceNorm2d)]
     for m in layers:
-        m.forward = lambda x, _f=m.forward: _Leaf.apply(x, _f)  # an instance attribute shadows the method
+        m.forward = lambda x, _f=m.forward: _Leaf.apply(x, _f)  # type: ignore[method-assign]  # shadows the method
     try:
         yield
     finally:

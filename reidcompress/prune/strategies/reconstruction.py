@@ -86,7 +86,7 @@ def _norms_after(model: nn.Module, graph: tp.DependencyGraph) -> dict[str, nn.Mo
     return norms
 
 
-def _fold_intercept(norm: nn.Module | None, intercept: torch.Tensor) -> None:
+def _fold_intercept(norm: Any, intercept: torch.Tensor) -> None:
     """Subtract the fit's intercept from the BatchNorm (half) after the consumer; see the module doc."""
     if norm is not None and is_ibn(norm):
         norm, intercept = norm.BN, intercept[int(norm.IN.num_features) :]
