@@ -154,10 +154,16 @@ def crosses_blocks(group: tp.Group, names: Mapping[nn.Module, str]) -> bool:
 
 
 def prunable_groups(model: ReIDNet, graph: tp.DependencyGraph, residual: bool) -> list[tp.Group]:
-    """Every conv-rooted group with full channel indices, minus the protected ones."""
-    groups = graph.get_all_groups(ignored_layers=protected_modules(model), root_module_types=[nn.Conv2d])
+    """Every conv-rooted group with full channel indices, minus the protected ones.
+
+    A group without a norm layer is kept whole: the hidden layer of OSNet's channel gate, a 1x1 conv on
+    the pooled map (a few channels, ~0.01% of the FLOPs), has no normalised activation for the
+    data-driven criteria to score, and every method prunes the same groups.
+    """
+    found = graph.get_all_groups(ignored_layers=protected_modules(model), root_module_types=[nn.Conv2d])
+    groups = [g for g in found if any(dep.handler in NORM_HANDLERS for dep, _ in g)]
     if residual:
-        return list(groups)
+        return groups
     names = {m: n for n, m in model.named_modules()}
     return [g for g in groups if not crosses_blocks(g, names)]
 
