@@ -1,7 +1,7 @@
 """How much of a FLOPs cut becomes ONNX Runtime speed-up, per architecture (issue 18's table).
 
 For each architecture: the unpruned network and ``hao_li --target-flops 0.5`` (block-internal
-channels, the default), both exported to ONNX (fp32) and statically quantised (INT8, calibrated on
+channels, the default; ``--residual`` for all), both exported to ONNX (fp32) and statically quantised (INT8, calibrated on
 random images: latency only, accuracy is not measured here), timed interleaved in ONNX Runtime on
 the CPU (round-robin, so load elsewhere on the machine hits all models alike). Random weights:
 latency does not depend on their values.
@@ -28,11 +28,11 @@ from reidcompress.runtime.onnx_backend import OnnxEmbedder
 from reidcompress.verify.latency import compare_latency
 
 
-def _models(arch: str, target: float, out: Path, int8: bool) -> dict[str, dict]:
+def _models(arch: str, target: float, out: Path, int8: bool, residual: bool) -> dict[str, dict]:
     torch.manual_seed(0)
     base = ReIDNet(ReIDConfig(arch=arch)).eval()
     pruned = copy.deepcopy(base)
-    record = prune_model(pruned, "hao_li", PruneOptions(target_flops=target))
+    record = prune_model(pruned, "hao_li", PruneOptions(target_flops=target, residual=residual))
     rows = {}
     calib = [np.random.default_rng(0).random((8, 3, *base.config.input_size), dtype=np.float32)]
     for tag, model in (("unpruned", base), (f"hao_li {target}", pruned)):
@@ -53,12 +53,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--no-int8", action="store_true")
+    ap.add_argument("--residual", action="store_true", help="Also prune channels that leave a block.")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for arch in args.arch:
-        rows = _models(arch, args.target, args.out, not args.no_int8)
+        rows = _models(arch, args.target, args.out, not args.no_int8, args.residual)
         record = rows.pop("_record")
         files = {f"{tag}/{prec}": r[prec] for tag, r in rows.items() for prec in ("fp32", "int8") if prec in r}
         embedders = {k: OnnxEmbedder(p, threads=args.threads, spinning=False) for k, p in files.items()}
