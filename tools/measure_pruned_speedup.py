@@ -1,8 +1,9 @@
 """How much of a FLOPs cut becomes ONNX Runtime speed-up, per architecture (issue 18's table).
 
 For each architecture: the unpruned network and ``hao_li --target-flops 0.5`` (block-internal
-channels, the default; ``--residual`` for all), both exported to ONNX (fp32) and statically quantised (INT8, calibrated on
-random images: latency only, accuracy is not measured here), timed interleaved in ONNX Runtime on
+channels, the default; ``--residual`` for all), both exported to ONNX (fp32) and statically
+quantised (INT8, calibrated on random images: latency only, accuracy is not measured here), timed
+interleaved in ONNX Runtime on
 the CPU (round-robin, so load elsewhere on the machine hits all models alike). Random weights:
 latency does not depend on their values.
 
