@@ -29,6 +29,14 @@ def export_cmd(
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the graph with onnxsim.")] = True,
     data: Annotated[Path | None, typer.Option(help="Dataset whose query images the parity check uses.")] = None,
     dataset: Annotated[str, typer.Option(help="Layout of --data/--calib-data.")] = "market1501",
+    input_format: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="What the graph takes: unit (RGB in [0, 1], normalised inside the graph) or normalized "
+            "(ImageNet-normalised crops, as trackers such as boxmot feed them).",
+        ),
+    ] = "unit",
     int8: Annotated[
         bool,
         typer.Option(
@@ -93,7 +101,8 @@ def export_cmd(
     try:
         report = export_model(
             ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
-            dataset=dataset, int8=int8, int8_output=int8_output, int8_format=int8_format, calib_method=calib_method,
+            dataset=dataset, input_format=input_format, int8=int8, int8_output=int8_output, int8_format=int8_format,
+            calib_method=calib_method,
             calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision, engine=engine,
             engine_spec=spec, log=console.print,
         )  # fmt: skip

@@ -25,6 +25,7 @@ from reidcompress.errors import ExportError, InputError, ReidCompressError
 from reidcompress.export.calibration import calibration_items, image_batches, reference_images
 from reidcompress.export.onnx import ExportResult, export_onnx
 from reidcompress.export.tensorrt import PRECISIONS, EngineResult, EngineSpec, build_engine
+from reidcompress.formats.input_format import check_input_format
 from reidcompress.formats.onnx_metadata import read_metadata
 
 __all__ = ["ExportReport", "export_model", "trt_onnx_path", "int8_onnx_path"]
@@ -154,6 +155,7 @@ def export_model(
     simplify: bool = True,
     parity_data: str | os.PathLike[str] | None = None,
     dataset: str = "market1501",
+    input_format: str = "unit",
     int8: bool = False,
     int8_output: str | os.PathLike[str] | None = None,
     int8_format: str = "auto",
@@ -173,6 +175,7 @@ def export_model(
         output: the fp32 (or, with ``fp16``, float16) ONNX model to write.
         opset, dynamic_batch, fp16, simplify: as :func:`export_onnx`.
         parity_data, dataset: dataset whose query images the parity checks use (default: rendered people).
+        input_format: what the graph takes, ``unit`` or ``normalized`` (``formats.input_format``).
         int8: also write an INT8 Q/DQ model for ONNX Runtime on the CPU at ``int8_output``
             (default ``OUTPUT.int8.onnx``) in ``int8_format`` (see ``quantize.INT8_FORMATS``).
         calib_method, calib_data, calib_images: INT8 calibration (target-domain training images).
@@ -188,6 +191,7 @@ def export_model(
         EngineBuildError: TensorRT could not parse or build the model.
     """
     say = log or (lambda _line: None)
+    check_input_format(input_format)
     plan = _plan(
         checkpoint, output, fp16=fp16, int8=int8, int8_output=int8_output, int8_format=int8_format,
         calib_method=calib_method, trt=trt, precision=precision, engine=engine, calib_data=calib_data,
@@ -195,7 +199,7 @@ def export_model(
     )  # fmt: skip
     result = export_onnx(
         plan.src, plan.output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify,
-        parity_data=parity_data, dataset=dataset,
+        parity_data=parity_data, dataset=dataset, input_format=input_format,
     )  # fmt: skip
     say(f"wrote {plan.output} ({result.exporter} exporter, opset {result.opset}); {result.parity.summary()}")
     written = [plan.output]

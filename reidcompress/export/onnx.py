@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ from reidcompress.errors import ExportError, InputError
 from reidcompress.export._fp16 import to_fp16
 from reidcompress.export.calibration import reference_images
 from reidcompress.export.parity import ParityReport, check_parity
+from reidcompress.formats.input_format import INPUT_FORMAT_KEY, check_input_format, input_description
 from reidcompress.formats.onnx_metadata import (
     INPUT,
     META_PREFIX,
@@ -129,7 +131,7 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
         return model, False
 
 
-def model_metadata(model: ReIDNet, source: Path, precision: str) -> dict[str, str]:
+def model_metadata(model: ReIDNet, source: Path, precision: str, input_format: str = "unit") -> dict[str, str]:
     cfg = model.config
     return encode_metadata(
         {
@@ -137,7 +139,8 @@ def model_metadata(model: ReIDNet, source: Path, precision: str) -> dict[str, st
             "input_size": list(cfg.input_size),
             "mean": list(cfg.mean),
             "std": list(cfg.std),
-            "input": "RGB float32 in [0, 1], NCHW; normalisation is inside the graph",
+            "input": input_description(input_format),
+            INPUT_FORMAT_KEY: input_format,
             "embedding_dim": str(model.embedding_dim),
             "flops": str(count_flops(model, cfg.input_size)),
             "params": str(count_params(model)),
@@ -165,6 +168,17 @@ def _finish(path: Path, metadata: dict[str, str], simplify: bool, fp16: bool) ->
     return simplified
 
 
+def _graph_model(model: ReIDNet, input_format: str) -> ReIDNet:
+    """The module to trace: ``model``, or for ``normalized`` input a copy whose in-graph normalisation
+    is the identity (mean 0, std 1: exact in floating point, and onnxsim removes the two no-op nodes)."""
+    if check_input_format(input_format) == "unit":
+        return model
+    bare = copy.deepcopy(model)
+    bare.get_buffer("pixel_mean").zero_()
+    bare.get_buffer("pixel_std").fill_(1.0)
+    return bare
+
+
 def write_onnx(
     model: ReIDNet,
     path: str | os.PathLike[str],
@@ -174,14 +188,17 @@ def write_onnx(
     fp16: bool = False,
     simplify: bool = True,
     metadata: dict[str, str] | None = None,
+    input_format: str = "unit",
 ) -> tuple[str, bool]:
     """Write ``model`` (put in eval mode) as ONNX at ``path`` as ``export`` does, without the parity check.
 
-    Returns the exporter used and whether onnxsim simplified the graph.
+    ``input_format``: ``unit`` ([0, 1] images, normalised in the graph) or ``normalized`` (the graph
+    takes ImageNet-normalised images; ``formats.input_format``). Returns the exporter used and whether onnxsim
+    simplified the graph.
     """
     path = Path(path)
     model.eval()
-    exporter = _torch_export(model, path, opset, dynamic_batch)
+    exporter = _torch_export(_graph_model(model, input_format), path, opset, dynamic_batch)
     return exporter, _finish(path, metadata or {}, simplify, fp16)
 
 
@@ -196,11 +213,13 @@ def export_onnx(
     parity_data: str | os.PathLike[str] | None = None,
     dataset: str = "market1501",
     min_cosine: float | None = None,
+    input_format: str = "unit",
 ) -> ExportResult:
     """Export a checkpoint to ONNX, check it against PyTorch on real images, then publish it.
 
     Nothing is written at ``output`` unless the exported model reproduces the PyTorch embeddings
     (cosine >= 0.9999 for fp32, 0.999 for fp16, unless ``min_cosine`` says otherwise).
+    ``input_format``: what the graph takes, ``unit`` or ``normalized`` (see ``write_onnx``).
     """
     src = require_file(ckpt, "checkpoint")
     out = check_output_path(output, src)
@@ -208,13 +227,21 @@ def export_onnx(
         raise InputError(f"the ONNX output must end in .onnx, got {out.name}")
     if opset is not None and not 13 <= opset <= 23:
         raise InputError(f"--opset must be between 13 and 23, got {opset}")
+    check_input_format(input_format)
     model = load_model(src)
     images = reference_images(model.config.input_size, parity_data, dataset)
     required = min_cosine if min_cosine is not None else (0.999 if fp16 else 0.9999)
     with atomic_path(out) as tmp:
-        meta = model_metadata(model, src, "fp16" if fp16 else "fp32")
+        meta = model_metadata(model, src, "fp16" if fp16 else "fp32", input_format)
         exporter, simplified = write_onnx(
-            model, tmp, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, metadata=meta
+            model,
+            tmp,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            fp16=fp16,
+            simplify=simplify,
+            metadata=meta,
+            input_format=input_format,
         )
         with OnnxEmbedder(tmp) as onnx_model:
             _check_batches(onnx_model, images, dynamic_batch)

@@ -48,6 +48,7 @@ from reidcompress.export._int8_formats import (
     detect_int8_format,
 )
 from reidcompress.export.parity import ParityReport, check_parity
+from reidcompress.formats.input_format import graph_input
 
 __all__ = [
     "CALIB_METHODS",
@@ -199,6 +200,8 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str, fmt
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from reidcompress.formats.onnx_metadata import decode_metadata
+
     calib = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -207,6 +210,9 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str, fmt
     spec = FORMAT_SPECS[fmt]
     proto = onnx.load(str(fp32))
     input_name = proto.graph.input[0].name
+    # Calibration sees what the graph takes (``export --input normalized`` graphs: normalised images).
+    meta = decode_metadata({m.key: m.value for m in proto.metadata_props})
+    batches = [graph_input(b, meta) for b in batches]
     with tempfile.TemporaryDirectory(prefix="reidcompress-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre))

@@ -28,6 +28,7 @@ import onnx
 from reidcompress._io import atomic_path, require_file
 from reidcompress.errors import BackendUnavailableError, EngineBuildError, InputError, ReidCompressError
 from reidcompress.formats.engine_sidecar import runtime_info, sidecar_path
+from reidcompress.formats.input_format import INPUT_FORMAT_KEY
 from reidcompress.formats.onnx_metadata import INPUT, read_metadata
 
 if TYPE_CHECKING:  # tools/typecheck_tensorrt.py checks the calls against tensorrt-stubs
@@ -283,6 +284,10 @@ def build_engine(
         "flops": int(meta.get("flops", 0)),
         "params": int(meta.get("params", 0)),
         "arch": meta.get("arch"),
+        # The TensorRT backend feeds the engine what its ONNX graph takes.
+        INPUT_FORMAT_KEY: meta.get(INPUT_FORMAT_KEY, "unit"),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
         **(record or {}),
     }
     _publish(Path(engine_path), serialized, sidecar)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from reidcompress.models.reid import ReIDNet
 from reidcompress.models.backbones import stage_modules
+from reidcompress.models.reid import ReIDNet
 
 __all__ = ["Complexity", "complexity", "count_flops", "count_params", "stage_widths", "conv_widths", "model_summary"]
 

@@ -1,14 +1,16 @@
 """The dependency-graph engine: which coupled channel groups may be pruned, scoring, and the surgery.
 
 Channels are physically removed with torch-pruning's ``DependencyGraph``, which knows what is coupled
-(a conv's filters, its BatchNorm, the next conv's input channels, every member of a residual sum).
-The criteria, the choice of groups and the channel counts are ours.
+(a conv's filters, its BatchNorm, the next conv's input channels, every member of a residual sum,
+a depthwise conv with its producer, the streams sharing an OSNet channel gate); the layers it cannot
+prune itself (IBN) get a pruner of their own, registered with it (``_pruners``). The criteria, the
+choice of groups and the channel counts are ours.
 
 Protected, whatever the options: the stem conv (the survey's first layer), the embedding width (the
-last conv writing layer4's residual stream and the BNNeck, so gallery features stay compatible) and
-the ID classifier. Ignoring only the classifier would not protect the embedding: it is an input-side
-member of layer4's residual group, and torch-pruning only skips a group whose *output-side* member is
-ignored.
+last conv writing the final feature map unless an embedding layer such as OSNet's ``fc`` follows it,
+and the BNNeck, so gallery features stay compatible) and the ID classifier. Ignoring only the
+classifier would not protect the embedding: it is an input-side member of the last residual group,
+and torch-pruning only skips a group whose *output-side* member is ignored.
 """
 
 from __future__ import annotations
@@ -24,13 +26,21 @@ from torch import nn
 from reidcompress.errors import MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.resnet import STAGES
+from reidcompress.prune._pruners import (
+    NORM_HANDLERS,
+    affine_params,
+    check_norm_halves,
+    customized_pruners,
+    leaf_modules,
+)
 from reidcompress.prune.criteria import Criterion
 
 __all__ = [
     "ScoredGroup",
     "build_graph",
     "blocks",
-    "residual_writers",
+    "block_of",
+    "crosses_blocks",
     "protected_modules",
     "prunable_groups",
     "score_groups",
@@ -80,55 +90,89 @@ def build_graph(model: ReIDNet) -> tp.DependencyGraph:
     h, w = (min(a, b) for a, b in zip(model.config.input_size, TRACE_SIZE, strict=True))
     x = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
     try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, x, forward_fn=_graph_forward, verbose=False)
+        with torch.enable_grad(), leaf_modules(model):
+            return tp.DependencyGraph().build_dependency(
+                model, x, forward_fn=_graph_forward, verbose=False, customized_pruners=customized_pruners(model)
+            )
     finally:
         model.train(was_training)
 
 
 def blocks(model: ReIDNet) -> list[Any]:
-    """The residual blocks of the backbone, in forward order."""
+    """The residual blocks of a ResNet backbone, in forward order."""
     return [block for stage in STAGES for block in getattr(model.backbone, stage)]
 
 
-def _last_conv(block: Any) -> nn.Conv2d:
-    return block.conv3 if hasattr(block, "conv3") else block.conv2
+def block_of(name: str) -> str:
+    """The block a module belongs to: its name up to the first index into a stage (``backbone.layer1.0``,
+    OSNet's ``backbone.conv2.1``, MobileNetV2's ``backbone.conv3.2``), or its top-level layer (the stem,
+    OSNet's ``conv5``, the head)."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:2]) if parts[0] == "backbone" else parts[0]
 
 
-def residual_writers(model: ReIDNet) -> list[nn.Conv2d]:
-    """Convs whose outputs are added into the residual stream: each block's last conv and downsample."""
-    convs = []
-    for block in blocks(model):
-        convs.append(_last_conv(block))
-        if block.downsample is not None:
-            convs.append(block.downsample[0])
-    return convs
+def _feature_writer(model: ReIDNet) -> nn.Conv2d:
+    """The last convolution of the backbone's forward pass: it writes the final feature map."""
+    order: list[nn.Conv2d] = []
+    hooks = [
+        m.register_forward_hook(lambda m, *_: order.append(m))
+        for m in model.backbone.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    ref = next(model.parameters())
+    h, w = (min(a, b) for a, b in zip(model.config.input_size, TRACE_SIZE, strict=True))
+    try:
+        with torch.no_grad():
+            model.backbone(torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return order[-1]
 
 
-def protected_modules(model: ReIDNet, residual: bool) -> list[nn.Module]:
-    """Modules whose groups are never pruned (see the module docstring); with ``residual=False`` also
-    every residual writer, which leaves exactly the block-internal channels, as the survey prunes."""
-    keep: list[nn.Module] = [model.backbone.conv1, _last_conv(model.backbone.layer4[-1])]
+def protected_modules(model: ReIDNet) -> list[nn.Module]:
+    """Modules whose groups are never pruned (see the module docstring): the convs reading the image,
+    the BNNeck and the classifier, and, when the pooled feature map is the embedding (no embedding
+    layer such as OSNet's ``fc``), the conv writing that map."""
+    keep: list[nn.Module] = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3]
     if isinstance(model.bnneck, nn.BatchNorm1d):
         keep.append(model.bnneck)
     if model.classifier is not None:
         keep.append(model.classifier)
-    if not residual:
-        keep.extend(residual_writers(model))
+    if not getattr(model.config, "fc_dim", 0):
+        keep.append(_feature_writer(model))
     return keep
 
 
+def crosses_blocks(group: tp.Group, names: Mapping[nn.Module, str]) -> bool:
+    """Whether the group's channels leave a block: a residual stream, or a block's output read by the
+    next block. ``--no-residual`` prunes only the others (the block-internal channels the survey prunes)."""
+    return len({block_of(names[dep.target.module]) for dep, _ in group if dep.target.module in names}) > 1
+
+
 def prunable_groups(model: ReIDNet, graph: tp.DependencyGraph, residual: bool) -> list[tp.Group]:
-    """Every conv-rooted group with full channel indices, minus the protected ones."""
-    ignored = protected_modules(model, residual)
-    return list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d]))
+    """Every conv-rooted group with full channel indices, minus the protected ones.
+
+    A group without a norm layer is kept whole: the hidden layer of OSNet's channel gate, a 1x1 conv on
+    the pooled map (a few channels, ~0.01% of the FLOPs), has no normalised activation for the
+    data-driven criteria to score, and every method prunes the same groups.
+    """
+    found = graph.get_all_groups(ignored_layers=protected_modules(model), root_module_types=[nn.Conv2d])
+    groups = [g for g in found if any(dep.handler in NORM_HANDLERS for dep, _ in g)]
+    if residual:
+        return groups
+    names = {m: n for n, m in model.named_modules()}
+    return [g for g in groups if not crosses_blocks(g, names)]
 
 
-def _conv_names(group: tp.Group, handler: object, names: Mapping[nn.Module, str]) -> tuple[str, ...]:
+def _conv_names(group: tp.Group, handlers: tuple[object, ...], names: Mapping[nn.Module, str]) -> tuple[str, ...]:
     return tuple(
         names[dep.target.module]
         for dep, _ in group
-        if dep.handler == handler and isinstance(dep.target.module, nn.Conv2d)
+        if dep.handler in handlers and isinstance(dep.target.module, nn.Conv2d)
     )
 
 
@@ -139,7 +183,6 @@ def score_groups(
     the remaining channels of another network). ``graph``: a graph of ``model`` to reuse."""
     graph = graph or build_graph(model)
     names = {m: n for n, m in model.named_modules()}
-    writers = set(residual_writers(model))
     scored = []
     for group in prunable_groups(model, graph, residual):
         scores = criterion(group).detach().float().cpu()
@@ -148,14 +191,15 @@ def score_groups(
                 f"criterion {criterion.name!r} returned {tuple(scores.shape)} scores for a group of "
                 f"{len(group[0].idxs)} channels"
             )
-        outs = _conv_names(group, tp.prune_conv_out_channels, names)
+        # A depthwise conv's input and output channels go together: it is listed once, as an output.
+        outs = _conv_names(group, (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels), names)
         scored.append(
             ScoredGroup(
                 root=names[group[0].dep.target.module],
                 scores=scores,
                 out_convs=outs,
-                in_convs=_conv_names(group, tp.prune_conv_in_channels, names),
-                residual=any(model.get_submodule(n) in writers for n in outs),
+                in_convs=_conv_names(group, (tp.prune_conv_in_channels,), names),
+                residual=crosses_blocks(group, names),
             )
         )
     return scored
@@ -179,6 +223,7 @@ def _groups_for(model: ReIDNet, graph: tp.DependencyGraph, plan: Mapping[str, Se
         group = graph.get_pruning_group(model.get_submodule(root), tp.prune_conv_out_channels, list(idxs))
         if not graph.check_pruning_group(group):
             raise MethodError(f"pruning {len(idxs)} channels of {root} would remove a whole layer")
+        check_norm_halves(group, root)
         groups.append(group)
     return groups
 
@@ -191,16 +236,20 @@ def apply_plan(model: ReIDNet, plan: Mapping[str, Sequence[int]]) -> None:
 
 @torch.no_grad()
 def zero_channels(model: ReIDNet, graph: tp.DependencyGraph, plan: Mapping[str, Sequence[int]]) -> None:
-    """Soft pruning: zero the planned channels' filters and BN affine parameters without removing them.
+    """Soft pruning: zero the planned channels' filters and norm affine parameters without removing them.
 
-    With the BN scale and shift at zero as well, a zeroed channel outputs exactly 0 (in every member of
-    a residual group), so removing it later leaves the network's function unchanged.
+    With the norm's scale and shift at zero as well (BatchNorm, InstanceNorm or both halves of an IBN),
+    a zeroed channel outputs exactly 0 (in every member of a residual group; a channel gate's product
+    with it too), so removing it later leaves the network's function unchanged.
     """
+    filters = (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels)
     for group in _groups_for(model, graph, plan):
         for dep, idxs in group:
             m = dep.target.module
-            is_filter = dep.handler == tp.prune_conv_out_channels and isinstance(m, nn.Conv2d)
-            is_bn = dep.handler == tp.prune_batchnorm_out_channels and isinstance(m, nn.BatchNorm2d)
-            for p in (m.weight, m.bias) if is_filter or is_bn else ():
-                if p is not None:
-                    p[list(idxs)] = 0
+            params: list[tuple[torch.Tensor, list[int]]] = []
+            if dep.handler in filters and isinstance(m, nn.Conv2d):
+                params = [(p, list(idxs)) for p in (m.weight, m.bias) if p is not None]
+            elif dep.handler in NORM_HANDLERS:
+                params = affine_params(m, idxs)
+            for p, channels in params:
+                p[channels] = 0

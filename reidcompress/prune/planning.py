@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reidcompress.errors import MethodError
+from reidcompress.prune._pruners import is_depthwise
 from reidcompress.prune.engine import ScoredGroup
 
 __all__ = ["SCOPES", "MAX_RATE", "FlopModel", "round_kept", "kept_for_rate", "kept_for_flops", "kept_for_costs"]
@@ -32,11 +33,13 @@ class FlopModel:
     """FLOPs of a network, per conv, so that a plan's FLOPs can be computed without surgery.
 
     A convolution's FLOPs are proportional to its input channels times its output channels (kernel,
-    stride and feature map size are untouched by channel pruning), so the estimate is exact.
+    stride and feature map size are untouched by channel pruning), a depthwise convolution's to its
+    channels alone, so the estimate is exact for the convolutions.
     """
 
     total: int
     convs: Mapping[str, tuple[int, int, int]]  # name -> (flops, in_channels, out_channels)
+    depthwise: frozenset[str] = frozenset()
 
     @classmethod
     @torch.no_grad()
@@ -56,7 +59,8 @@ class FlopModel:
             for name, m in model.named_modules()
             if isinstance(m, nn.Conv2d)
         }
-        return cls(int(counter.get_total_flops()), convs)
+        depthwise = frozenset(name for name, m in model.named_modules() if is_depthwise(m))
+        return cls(int(counter.get_total_flops()), convs, depthwise)
 
     def estimate(self, groups: Sequence[ScoredGroup], kept: Mapping[str, int]) -> int:
         """FLOPs after each group keeps ``kept[root]`` of its channels."""
@@ -69,7 +73,9 @@ class FlopModel:
                 in_kept[c] = kept[g.root]
         saved = 0.0
         for name, (flops, cin, cout) in self.convs.items():
-            ratio = in_kept.get(name, cin) / cin * out_kept.get(name, cout) / cout
+            ratio = out_kept.get(name, cout) / cout
+            if name not in self.depthwise:
+                ratio *= in_kept.get(name, cin) / cin
             saved += flops * (1.0 - ratio)
         return int(round(self.total - saved))
 

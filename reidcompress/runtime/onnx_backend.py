@@ -10,6 +10,7 @@ import numpy as np
 
 from reidcompress._io import require_file
 from reidcompress.errors import BackendUnavailableError, CheckpointError, InputError
+from reidcompress.formats.input_format import graph_input
 from reidcompress.formats.onnx_metadata import decode_metadata
 from reidcompress.runtime.base import Embedder, register_backend
 
@@ -109,7 +110,7 @@ class OnnxEmbedder(Embedder):
         return info
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=self._dtype)
+        x = np.ascontiguousarray(graph_input(batch, self.metadata), dtype=self._dtype)
         fixed = self._fixed_batch
         if fixed is None or len(x) == fixed:
             return self._run(x)

@@ -13,6 +13,7 @@ import numpy as np
 
 from reidcompress.errors import CheckpointError, InputError
 from reidcompress.formats.engine_sidecar import check_engine_compatible, read_sidecar, require_tensorrt, runtime_info
+from reidcompress.formats.input_format import graph_input
 from reidcompress.runtime.base import Embedder, register_backend
 
 __all__ = ["TrtEmbedder"]
@@ -58,7 +59,7 @@ class TrtEmbedder(Embedder):
         }
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=self._in_dtype)
+        x = np.ascontiguousarray(graph_input(batch, self.metadata), dtype=self._in_dtype)
         if len(x) > self.max_batch:
             return np.concatenate([self.embed(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
         if len(x) < self.min_batch:

@@ -14,9 +14,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-__all__ = ["Criterion", "Member", "conv_out_members", "bn_out_members", "combine_members"]
+from reidcompress.prune._pruners import NORM_HANDLERS
 
-# (module, its channel indices, the matching root-channel indices); modules are Conv2d/BatchNorm2d.
+__all__ = ["Criterion", "Member", "conv_out_members", "norm_out_members", "combine_members"]
+
+# (module, its channel indices, the matching root-channel indices); modules are convs or norm layers.
 Member = tuple[Any, list[int], list[int]]
 
 
@@ -51,9 +53,14 @@ def conv_out_members(group: tp.Group) -> list[Member]:
     return list(_members(group, tp.prune_conv_out_channels, (nn.Conv2d,)))
 
 
-def bn_out_members(group: tp.Group) -> list[Member]:
-    """The BatchNorm2d layers whose channels the group removes (their outputs are the activations)."""
-    return list(_members(group, tp.prune_batchnorm_out_channels, (nn.BatchNorm2d,)))
+def norm_out_members(group: tp.Group) -> list[Member]:
+    """The normalisation layers (BatchNorm2d, InstanceNorm2d, IBN) whose channels the group removes
+    (their outputs are the activations)."""
+    return [
+        (dep.target.module, list(idxs), list(group[i].root_idxs))
+        for i, (dep, idxs) in enumerate(group)
+        if dep.handler in NORM_HANDLERS
+    ]
 
 
 def combine_members(per_member: list[tuple[torch.Tensor, list[int]]], size: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 
 from reidcompress.errors import MethodError
 from reidcompress.prune.criteria._base import Criterion, combine_members
+from reidcompress.prune.criteria.l1 import L1Norm
 
 __all__ = [
     "SAMPLES_PER_IMAGE",
@@ -224,7 +225,9 @@ class ReconstructionCriterion(Criterion):
 
         was_training = model.training
         model.eval()
-        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+        # Depthwise convs are never consumers: they are pruned with their producer, inside the group.
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+        handles = [m.register_forward_hook(hook) for m in convs]
         try:
             for batch in batches:
                 model(batch[0].to(device))
@@ -238,6 +241,10 @@ class ReconstructionCriterion(Criterion):
 
     def __call__(self, group: tp.Group) -> torch.Tensor:
         members = conv_in_members(group)
-        if not members or any(conv not in self._scores for conv, _, _ in members):
+        if not members:
+            # Read only by a fully connected layer (OSNet's conv5 by its ``fc``): no convolution to
+            # reconstruct; the producers' filter L1 norms rank the channels.
+            return L1Norm()(group)
+        if any(conv not in self._scores for conv, _, _ in members):
             raise MethodError(f"{self.name}: call calibrate() on the unpruned model before scoring")
         return combine_members([(self._scores[conv][idxs], root) for conv, idxs, root in members], len(group[0].idxs))

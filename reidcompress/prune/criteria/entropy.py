@@ -20,7 +20,7 @@ from torch import nn
 
 from reidcompress.errors import MethodError
 from reidcompress.prune.criteria._activations import record_bn_outputs
-from reidcompress.prune.criteria._base import Criterion, bn_out_members, combine_members
+from reidcompress.prune.criteria._base import Criterion, combine_members, norm_out_members
 
 __all__ = ["ActivationEntropy", "channel_entropy"]
 
@@ -67,7 +67,7 @@ class ActivationEntropy(Criterion):
         self._stats = {m: channel_entropy(torch.cat(v), self.bins) for m, v in pooled.items()}
 
     def __call__(self, group: tp.Group) -> torch.Tensor:
-        members = bn_out_members(group)
+        members = norm_out_members(group)
         if not members or any(bn not in self._stats for bn, _, _ in members):
             raise MethodError("entropy: call calibrate() on the unpruned model before scoring")
         return combine_members([(self._stats[bn][idxs], root) for bn, idxs, root in members], len(group[0].idxs))

@@ -22,7 +22,7 @@ from torch import nn
 
 from reidcompress.errors import MethodError
 from reidcompress.prune.criteria._activations import record_bn_outputs
-from reidcompress.prune.criteria._base import Criterion, bn_out_members, combine_members
+from reidcompress.prune.criteria._base import Criterion, combine_members, norm_out_members
 
 __all__ = ["TaylorActivation", "LossFn"]
 
@@ -65,7 +65,7 @@ class TaylorActivation(Criterion):
         self._stats = {m: s / count for m, s in sums.items()}
 
     def __call__(self, group: tp.Group) -> torch.Tensor:
-        members = bn_out_members(group)
+        members = norm_out_members(group)
         missing = [bn for bn, _, _ in members if bn not in self._stats]
         if not members or missing:
             raise MethodError("molchanov: call calibrate() on the unpruned model before scoring")

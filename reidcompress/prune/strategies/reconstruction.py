@@ -23,6 +23,16 @@ cannot be selected layer by layer: its channels are chosen up front by their con
 consumers (the criterion's planning score) and silenced, and then every consumer of the stream (each
 block's first conv, the downsample) is still refitted by least squares in its turn, so the later
 layers compensate for the removed stream channels. Block-internal groups are selected by the method.
+
+Beyond ResNets the walk is the same, over the backbone's units (its children, stages expanded into
+their blocks; checked to compose to the backbone's forward). A group read by several layers (an
+OSNet block's input to its four streams, the streams' sum read by ``conv3`` and the shared channel
+gate) is chosen up front like a residual group, and its consumers are refitted; a consumer called
+more than once per forward (the gate's ``fc1``) keeps its weights. A depthwise conv is never a
+consumer: it is pruned with its producer, and the layer reading its output is the one refitted. The
+intercept goes into the norm right after the consumer: a BatchNorm's running mean, an IBN's
+BatchNorm half (an InstanceNorm removes a constant per channel exactly); a consumer followed by no
+norm (OSNet's ``LightConv3x3`` 1x1 conv, followed by its depthwise conv) drops it.
 """
 
 from __future__ import annotations
@@ -33,11 +43,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from reidcompress.errors import MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops
+from reidcompress.prune._pruners import is_ibn
 from reidcompress.prune.criteria import Criterion, L1Norm
 from reidcompress.prune.criteria._reconstruction import (
     SAMPLES_PER_IMAGE,
@@ -49,7 +61,7 @@ from reidcompress.prune.criteria._reconstruction import (
     gather_patches,
     sample_positions,
 )
-from reidcompress.prune.engine import ScoredGroup, apply_plan, blocks, build_graph, select_channels, zero_channels
+from reidcompress.prune.engine import ScoredGroup, apply_plan, build_graph, select_channels, zero_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import plan_kept, score_model
 from reidcompress.prune.strategies.result import StrategyResult
@@ -62,16 +74,25 @@ class _Stop(Exception):
     """Ends a forward pass once the consumer's input has been seen."""
 
 
-def _bn_after(model: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
-    """The BatchNorm that normalises a torchvision ResNet conv's output (``convN`` -> ``bnN``, downsample.0 -> .1)."""
-    parent, _, leaf = conv_name.rpartition(".")
-    name = f"{parent}.{leaf.replace('conv', 'bn')}" if leaf.startswith("conv") else f"{parent}.1"
-    try:
-        bn = model.get_submodule(name)
-    except AttributeError:
-        return None
-    conv = model.get_submodule(conv_name)
-    return bn if isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels else None
+def _norms_after(model: nn.Module, graph: tp.DependencyGraph) -> dict[str, nn.Module]:
+    """Per conv name, the norm layer that reads its output directly (BatchNorm, InstanceNorm, IBN)."""
+    norms = {}
+    for name, m in model.named_modules():
+        node = graph.module2node.get(m) if isinstance(m, nn.Conv2d) else None
+        outs = node.outputs if node is not None else []
+        if len(outs) == 1 and (
+            isinstance(outs[0].module, (nn.BatchNorm2d, nn.InstanceNorm2d)) or is_ibn(outs[0].module)
+        ):
+            norms[name] = outs[0].module
+    return norms
+
+
+def _fold_intercept(norm: Any, intercept: torch.Tensor) -> None:
+    """Subtract the fit's intercept from the BatchNorm (half) after the consumer; see the module doc."""
+    if norm is not None and is_ibn(norm):
+        norm, intercept = norm.BN, intercept[int(norm.IN.num_features) :]
+    if isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None:
+        norm.running_mean -= intercept.to(norm.running_mean)
 
 
 def _consumer_inputs(
@@ -104,10 +125,13 @@ class _Pass:
         groups: list[ScoredGroup],
         kept: Mapping[str, int],
         plan: dict[str, list[int]],
+        refittable: set[str],
+        norms: Mapping[str, nn.Module],
     ) -> None:
         self.model, self.criterion, self.kept, self.plan = model, criterion, kept, plan
         # Each consumer reads the channels of exactly one group.
-        self.owner = {c: g for g in groups for c in g.in_convs if kept[g.root] < g.size}
+        self.owner = {c: g for g in groups for c in g.in_convs if kept[g.root] < g.size and c in refittable}
+        self.norms = norms
         self.names = {m: n for n, m in model.named_modules()}
         self.generator = torch.Generator().manual_seed(0)
 
@@ -152,7 +176,7 @@ class _Pass:
         for x, y in zip(_consumer_inputs(block, conv, frontier, pos[name]), ys[name], strict=True):
             stats.add(x, y)
         gram, r, yy = contribution_gram(stats, conv.weight)
-        if group.residual:
+        if group.root in self.plan:  # chosen up front (a residual or several-consumer group)
             removed = set(self.plan[group.root])
             keep = torch.tensor([c for c in range(group.size) if c not in removed], dtype=torch.long)
         else:
@@ -161,9 +185,7 @@ class _Pass:
         weight, intercept = self.criterion.reconstruct(stats, conv.weight, keep, gram, r)
         conv.weight.zero_()
         conv.weight[:, keep.to(conv.weight.device)] = weight.to(conv.weight.dtype)
-        bn = _bn_after(self.model, full)
-        if bn is not None and bn.running_mean is not None:
-            bn.running_mean -= intercept.to(bn.running_mean)
+        _fold_intercept(self.norms.get(full), intercept)
 
 
 def _advance(block: nn.Module, frontier: list[torch.Tensor]) -> None:
@@ -185,17 +207,65 @@ def _reconstruct_block(
     _advance(block, current)
 
 
-def _stem(model: ReIDNet, images: torch.Tensor) -> torch.Tensor:
-    b = model.backbone
-    return b.maxpool(b.relu(b.bn1(b.conv1(model.normalize(images)))))
+def _units(backbone: nn.Module) -> list[nn.Module]:
+    """The backbone's children in order, each stage (a Sequential) expanded into its blocks."""
+    units: list[nn.Module] = []
+    for child in backbone.children():
+        units.extend(child if isinstance(child, nn.Sequential) else [child])
+    return units
+
+
+@torch.no_grad()
+def _check_units(model: ReIDNet, units: list[nn.Module], images: torch.Tensor) -> None:
+    x = model.normalize(images[:2])
+    for unit in units:
+        x = unit(x)
+    ref = model.forward_features(images[:2])
+    if x.shape != ref.shape or not torch.allclose(x, ref, rtol=1e-4, atol=1e-5):
+        raise MethodError("reconstruction walks the backbone's children in order; this backbone's forward differs")
+
+
+def _forward_counts(model: ReIDNet, images: torch.Tensor) -> dict[str, int]:
+    """How many times each convolution runs in one forward pass (OSNet's shared gate runs four times)."""
+    counts: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(m: nn.Module, *_: Any) -> None:
+        counts[names[m]] = counts.get(names[m], 0) + 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+def _refittable(model: ReIDNet, images: torch.Tensor) -> set[str]:
+    """Convolutions that least squares can refit: ungrouped, numeric padding, run once per forward."""
+    counts = _forward_counts(model, images)
+    return {
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.groups == 1 and not isinstance(m.padding, str) and counts.get(n) == 1
+    }
+
+
+def _fixed_up_front(groups: list[ScoredGroup], refittable: set[str]) -> list[ScoredGroup]:
+    """Groups the walk cannot select layer by layer: residual, or not read by exactly one refittable conv."""
+    return [g for g in groups if g.residual or len(g.in_convs) != 1 or g.in_convs[0] not in refittable]
 
 
 def _plan_counts(
-    model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None
+    model: ReIDNet, criterion: Criterion, options: PruneOptions, data: PruneData | None, refittable: set[str]
 ) -> tuple[list[ScoredGroup], dict[str, int]]:
-    # Local scope without residual groups needs no score to plan: skip the calibration pass.
+    # Local scope with every group selected layer by layer needs no score to plan: skip the calibration pass.
+    groups = score_model(model, L1Norm(), options, data)
+    if options.scope == "global" or _fixed_up_front(groups, refittable):
+        groups = score_model(model, criterion, options, data)
     planner = criterion if options.scope == "global" or options.residual else L1Norm()
-    groups = score_model(model, planner, options, data)
     flops = None
     if options.target_flops is not None:
         flops = count_flops(model, model.config.input_size) * options.target_flops
@@ -209,25 +279,30 @@ def run_reconstruction(
     if not isinstance(criterion, ReconstructionCriterion):
         raise MethodError(f"{criterion.name!r} is not a reconstruction criterion")
     assert data is not None  # PruneOptions.check guarantees it
-    groups, kept = _plan_counts(model, criterion, options, data)
-    residual = [g for g in groups if g.residual]
-    plan = select_channels(residual, kept)
-    was_training = model.training
-    model.eval()
-    original = copy.deepcopy(model)
-    if plan:
-        zero_channels(model, build_graph(model), plan)
     device = next(model.parameters()).device
     images = [b[0].to(device) for b in data.calibration_batches(model.config.input_size, options.calib_batches)]
     if not images:
         raise MethodError(f"{criterion.name}: the calibration data gave no batch")
-    walk = _Pass(model, criterion, groups, kept, plan)
+    was_training = model.training
+    model.eval()
+    units = _units(model.backbone)
+    _check_units(model, units, images[0])
+    refittable = _refittable(model, images[0])
+    groups, kept = _plan_counts(model, criterion, options, data, refittable)
+    plan = select_channels(_fixed_up_front(groups, refittable), kept)
+    model.eval()
+    original = copy.deepcopy(model)
+    graph = build_graph(model)
+    norms = _norms_after(model, graph)
+    if plan:
+        zero_channels(model, graph, plan)
+    walk = _Pass(model, criterion, groups, kept, plan, refittable, norms)
     with torch.no_grad():
-        current = [_stem(model, x) for x in images]
-        reference = [_stem(original, x) for x in images]
+        current = [model.normalize(x) for x in images]
+        reference = [original.normalize(x) for x in images]
         del images
-        for block, ref_block in zip(blocks(model), blocks(original), strict=True):
-            _reconstruct_block(walk, block, ref_block, current, reference)
+        for unit, ref_unit in zip(units, _units(original.backbone), strict=True):
+            _reconstruct_block(walk, unit, ref_unit, current, reference)
     del current, reference, original
     apply_plan(model, plan)
     model.train(was_training)

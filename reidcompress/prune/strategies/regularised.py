@@ -28,8 +28,9 @@ import torch_pruning as tp
 from reidcompress.errors import MethodError
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import count_flops
+from reidcompress.prune._pruners import affine_params
 from reidcompress.prune.criteria import Criterion
-from reidcompress.prune.criteria._base import bn_out_members, conv_out_members
+from reidcompress.prune.criteria._base import conv_out_members, norm_out_members
 from reidcompress.prune.engine import ScoredGroup, apply_plan, build_graph, select_channels
 from reidcompress.prune.options import PruneOptions
 from reidcompress.prune.strategies.oneshot import plan_kept, score_model
@@ -66,7 +67,7 @@ def channel_params(
             continue
         group = graph.get_pruning_group(model.get_submodule(root), tp.prune_conv_out_channels, idxs)
         params += [(conv.weight, idx) for conv, idx, _ in conv_out_members(group)]
-        params += [(p, idx) for bn, idx, _ in bn_out_members(group) for p in (bn.weight, bn.bias)]
+        params += [pair for norm, idx, _ in norm_out_members(group) for pair in affine_params(norm, idx)]
     return params
 
 
