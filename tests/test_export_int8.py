@@ -14,7 +14,7 @@ from reidcompress.errors import InputError
 from reidcompress.export.calibration import calibration_batches, reference_images
 from reidcompress.export.onnx import read_metadata
 from reidcompress.export.parity import check_parity
-from reidcompress.export.quantize import quantize_onnx
+from reidcompress.export.quantize import detect_int8_format, quantize_onnx
 from reidcompress.runtime.onnx_backend import OnnxEmbedder
 from reidcompress.verify.api import verify
 
@@ -40,13 +40,17 @@ def test_int8_model_is_quantised_qdq_with_the_metadata(int8_export) -> None:
     inits = {i.name: i for i in proto.graph.initializer}
     scales = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[1] in inits]
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)
-    # uint8 activations: the QuantizeLinear zero points are uint8.
+    # This CPU's format: uint8 activations on x86-64, symmetric int8 on ARM.
+    fmt, reason = detect_int8_format()
     zps = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
-    assert zps and all(z.data_type == onnx.TensorProto.UINT8 for z in zps)
+    act = onnx.TensorProto.INT8 if fmt == "s8s8" else onnx.TensorProto.UINT8
+    assert zps and all(z.data_type == act for z in zps)
     meta, meta32 = read_metadata(int8), read_metadata(fp32)
     assert meta["precision"] == "int8" and meta["source_sha256"] == meta32["source_sha256"]
+    assert meta["int8_format"] == fmt and json.loads(meta["quantization"])["reason"] == reason
     assert json.loads(meta["quantization"])["calib_method"] == "minmax"
     assert out["int8"]["nodes"]["QuantizeLinear"] > 0 and out["int8"]["parity_to_fp32"]["passed"]
+    assert out["int8"]["int8_format"] == fmt and out["int8"]["gate"] == "integer kernels"
 
 
 def test_int8_embeddings_match_fp32_on_real_images(int8_export) -> None:
@@ -64,6 +68,17 @@ def test_verify_reports_the_int8_drop_and_cosine(int8_export) -> None:
     cand = result.candidates[0]
     assert cand.runtime["precision"] == "int8" and set(cand.drops) == {"rank1", "rank5", "mAP"}
     assert cand.parity is not None and cand.parity["min_cosine"] >= 0.98
+
+
+@pytest.mark.parametrize("fmt", ["u8s8-rr", "trt"])
+def test_formats_that_pass_on_every_x86_cpu(int8_export, tmp_path, fmt) -> None:
+    """u8s8-rr's kernels cannot saturate; trt is judged as fake-quant, which no CPU's kernels change."""
+    _, fp32, _, root = int8_export
+    batches = calibration_batches(root, (64, 32), num_images=64, batch_size=16)
+    images = reference_images((64, 32), root, n=64)
+    res = quantize_onnx(fp32, tmp_path / "f.onnx", batches, fmt=fmt, parity_images=images)
+    assert res.fmt == fmt and res.parity is not None and res.parity.passed and res.parity.max_abs_diff > 0
+    assert res.parity_fake_quant is not None and res.parity_fake_quant.min_cosine >= 0.98
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])

@@ -7,7 +7,10 @@ elsewhere on the machine hits them alike. Random weights are enough for latency 
 shapes); INT8 calibration then runs on a small synthetic set rendered at the input size.
 
     PYTHONPATH=$PWD python tools/bench_int8.py --work runs/int8 --arch resnet50 --input-size 256x128 \\
-        --threads 2 --batches 1,16 --runs 20
+        --threads 2 --batches 1,16 --runs 20 [--int8-format auto|u8s8|u8s8-rr|s8s8|trt]
+
+``--int8-format auto`` (the default) is this CPU's format (``detect_int8_format``); the table says
+which. Timing ``trt`` here measures ONNX Runtime's CPU kernels on a TensorRT-bound model, not TensorRT.
 
 Goals (issue 9): INT8 >= 2.5x faster than fp32 at batch 16; pruned + INT8 >= 5x faster than unpruned fp32.
 """
@@ -25,7 +28,7 @@ import torch
 
 from reidcompress.export.calibration import calibration_batches, reference_images
 from reidcompress.export.onnx import export_onnx
-from reidcompress.export.quantize import quantize_onnx
+from reidcompress.export.quantize import detect_int8_format, quantize_onnx
 from reidcompress.models.checkpoint import save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.prune import PruneOptions, prune_checkpoint
@@ -38,7 +41,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def models(args: argparse.Namespace) -> dict[str, Path]:
+def models(args: argparse.Namespace, fmt: str) -> dict[str, Path]:
     """The four ONNX models, built once in --work."""
     w: Path = args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -67,19 +70,22 @@ def models(args: argparse.Namespace) -> dict[str, Path]:
         if not fp32.exists():
             log(f"exporting {fp32}")
             export_onnx(src, fp32, parity_data=calib)
-        int8 = w / f"{src.stem}.int8-{args.calib_method}.onnx"
+        int8 = w / f"{src.stem}.int8-{args.calib_method}-{fmt}.onnx"
         if not int8.exists():
             log(f"quantising {int8}")
             batches = calibration_batches(calib, size, num_images=args.calib_images, batch_size=16)
             images = reference_images(size, calib)
-            res = quantize_onnx(fp32, int8, batches, method=args.calib_method, parity_images=images)
+            res = quantize_onnx(
+                fp32, int8, batches, method=args.calib_method, fmt=args.int8_format, parity_images=images
+            )
             log(res.summary())
         out[name], out[name.replace("fp32", "int8")] = fp32, int8
     return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    paths = models(args)
+    fmt, reason = detect_int8_format() if args.int8_format == "auto" else (args.int8_format, "chosen by hand")
+    paths = models(args, fmt)
     embedders = {name: OnnxEmbedder(p, threads=args.threads, spinning=MEASURE_SPINNING) for name, p in paths.items()}
     load_before = os.getloadavg()
     rows = []
@@ -109,6 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "round_to": args.round_to,
         "residual": args.residual,
         "calib_method": args.calib_method,
+        "int8_format": fmt,
+        "int8_format_reason": reason,
         "threads": args.threads,
         "models": {k: str(v) for k, v in paths.items()},
         "results": rows,
@@ -121,7 +129,8 @@ def markdown(res: dict[str, Any]) -> str:
     env = res["environment"]
     lines = [
         f"{res['arch']} {res['input_size'][0]}x{res['input_size'][1]}, ONNX Runtime {env['onnxruntime']} CPU, "
-        f"{res['threads']} threads, {env['cpu']} (flags: {', '.join(env['cpu_flags'])}); p50 ms, interleaved",
+        f"{res['threads']} threads, {env['cpu']} (flags: {', '.join(env['cpu_flags'])}); p50 ms, interleaved; "
+        f"INT8 format {res['int8_format']} ({res['int8_format_reason']})",
         "",
         "| batch | fp32 | INT8 | pruned fp32 | pruned INT8 | INT8 speed-up | pruned+INT8 speed-up |",
         "|---|---|---|---|---|---|---|",
@@ -148,6 +157,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--calib-data", type=Path, default=None)
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--calib-method", default="minmax")
+    ap.add_argument("--int8-format", default="auto", help="auto (this CPU's), u8s8, u8s8-rr, s8s8 or trt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 16])
     ap.add_argument("--warmup", type=int, default=3)

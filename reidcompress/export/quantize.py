@@ -340,9 +340,7 @@ def _save_with_metadata(proto: onnx.ModelProto, meta: dict[str, str], path: Path
     onnx.save(proto, str(path))
 
 
-def _int8_parity(
-    fp32: Path, int8: Path, images: np.ndarray, min_cosine: float
-) -> tuple[ParityReport, ParityReport]:
+def _int8_parity(fp32: Path, int8: Path, images: np.ndarray, min_cosine: float) -> tuple[ParityReport, ParityReport]:
     """(integer kernels, fake-quant) parity of the INT8 model to fp32."""
     from reidcompress.runtime.onnx_backend import OnnxEmbedder
 
