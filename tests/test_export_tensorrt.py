@@ -570,7 +570,8 @@ def test_latency_backend_on_tensorrt_8_is_exit_2(monkeypatch, tmp_path, fake_gpu
     with pytest.raises(BackendUnavailableError, match="strongly typed"):
         LatencyTarget(target_ms=5.0, backend="tensorrt").check()
     ckpt = save_model(tmp_path / "t.pt", tiny_model)
-    args = ["prune", str(ckpt), "--target-latency", "5", "--backend", "tensorrt", "--out", str(tmp_path / "p.pt")]
+    args = ["prune", str(ckpt), "--method", "hao_li", "--target-latency", "5", "--backend", "tensorrt"]
+    args += ["--out", str(tmp_path / "p.pt")]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("error: TensorRT 8.6"), res.output
     assert not (tmp_path / "p.pt").exists()
