@@ -182,6 +182,7 @@ def test_budget_split_and_recipe_fallback() -> None:
     assert split_budget("hao_li", 15) == (0, 15)
     assert split_budget("psfp", 15) == (15, 0)
     assert split_budget("auto_balanced", 15) == (10, 5)
+    assert split_budget("afp", 15) == split_budget("play_and_prune", 15) == (10, 5)
     setup = Setup.make("tiny", changes=Overrides(input_size=(64, 32), finetune_epochs=6))
     assert setup.recipe.endswith("resnet50.json") and setup.model["input_size"] == (64, 32)
     assert setup.train["epochs"] == 120 and setup.finetune["epochs"] == 6 and setup.finetune["milestones"] == [3, 5]
