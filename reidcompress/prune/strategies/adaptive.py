@@ -26,7 +26,8 @@ accuracy is the ReID mAP on identities held out from the training split (never t
   which the pruning record carries. :func:`split_controlled_budget` splits one total budget this way.
 
 The paper alternates pruning iterations with training until the PRC can prune no more within the
-tolerance, and claims no external fine-tuning is needed. That holds with an open-ended number of
+tolerance, and claims no external fine-tuning is needed; it gives no fixed split of epochs to follow
+(its runs are open-ended, stopped by the tolerance). That holds with an open-ended number of
 iterations; with a fixed budget reached by force (a CPU-sized run, a survey at equal epochs) the last
 forced steps are not recovered from, and the synthetic Table 5 lost ~10 rank-1 points to hao_li +
 fine-tuning without a final fine-tune (``docs/table5_synthetic.md``). The final fine-tune is this
