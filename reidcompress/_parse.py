@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reidcompress.errors import InputError
 
-__all__ = ["parse_size", "parse_floats", "parse_ints", "parse_assignments"]
+__all__ = ["parse_size", "parse_floats", "parse_ints", "parse_assignments", "name_options"]
+
+_PARAMETER = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -48,3 +51,13 @@ def parse_assignments(items: Sequence[str] | None, what: str = "a setting") -> d
         except json.JSONDecodeError:
             out[key.strip().replace("-", "_")] = value
     return out
+
+
+def name_options(message: str, options: Mapping[str, str]) -> str:
+    """A library message in a command's words: each `parameter` it names becomes that command's option.
+
+    Library errors name the function parameters at fault in backticks (``rate must be in [0, 1)`` with
+    ``rate`` quoted); ``options`` maps the parameter names a command has to its flags (``rate`` -> ``--rate``).
+    Names the command does not have keep their quotes.
+    """
+    return _PARAMETER.sub(lambda m: options.get(m.group(1), m.group(0)), message)

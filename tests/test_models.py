@@ -12,7 +12,7 @@ from reidcompress.errors import ArchitectureError, CheckpointError, InputError
 from reidcompress.models.checkpoint import load_model, read_checkpoint, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.models.resnet import build_backbone, list_models
-from reidcompress.models.summary import count_flops, count_params, model_summary
+from reidcompress.models.summary import complexity, count_flops, count_params, model_summary
 
 
 def test_registry_lists_required_architectures() -> None:
@@ -62,6 +62,12 @@ def test_flops_from_flop_counter_match_reference_numbers() -> None:
     model = ReIDNet(ReIDConfig(arch="resnet50"))
     assert count_flops(model, (256, 128)) == pytest.approx(8.11e9, rel=0.01)
     assert count_params(model) == pytest.approx(23.51e6, rel=0.01)
+    cost = complexity(model)
+    assert cost.input_size == (256, 128)
+    assert cost.flops == count_flops(model, (256, 128)) and cost.params == count_params(model)
+    assert cost.macs == cost.flops // 2
+    # Every conv's cost scales with the pixels: a quarter of them, a quarter of the FLOPs.
+    assert complexity(model, (128, 64)).flops == pytest.approx(cost.flops / 4, rel=0.01)
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

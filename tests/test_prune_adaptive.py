@@ -51,6 +51,7 @@ def test_the_controller_raises_the_rate_backs_off_and_always_lands_the_budget(
     options = PruneOptions(target_flops=0.5, round_to=1, epochs=4, accuracy_tolerance=2.0)
     record = prune_model(tiny_model, "afp", options, synth_data)
     trials = record["controller"]["trials"]
+    assert "controller" not in tiny_model.meta  # the strategy's record travels in its result
     assert [t["progress"] for t in trials] == [0.25, 0.75, 0.625, 1.0]
     assert [t["accepted"] for t in trials] == [True, False, True, True]
     assert [t["forced"] for t in trials] == [False, False, False, True]

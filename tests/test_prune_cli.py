@@ -9,9 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from reidcompress.cli import app
+from reidcompress.errors import InputError
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
-from reidcompress.prune import list_methods
+from reidcompress.prune import get_method, list_methods
+from reidcompress.prune.api import prune_with_settings
+from reidcompress.prune.options import PruneOptions, resolve_options
 
 runner = CliRunner()
 
@@ -136,3 +139,39 @@ def test_the_models_recipes_prune_a_checkpoint(ckpt: Path, tmp_path: Path) -> No
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["method"] == "hao_li" and info["target_met"] and abs(info["flops_ratio"] - 0.5) <= 0.01
+
+
+def test_resolve_options_merges_a_recipe_under_the_given_settings(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"method": "fpgm", "target_flops": 0.6, "round_to": 2, "residual": True})
+    method, options, train = resolve_options({"rate": 0.25, "scope": None, "steps": 2}, recipe=recipe)
+    assert method == "fpgm" and train == {"lr": 1e-4}
+    assert options == PruneOptions(rate=0.25, round_to=2, residual=True, steps=2)
+    # A latency target is an amount too: the recipe's FLOPs target gives way to it.
+    _, options, _ = resolve_options({}, recipe=recipe, latency=True)
+    assert options.target_flops is None and options.rate is None
+    with pytest.raises(InputError, match="`method`"):
+        resolve_options({"rate": 0.5})
+
+
+def test_prune_with_settings_is_what_the_command_runs(ckpt: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"method": "hao_li", "target_flops": 0.6, "round_to": 2})
+    settings = {"method": None, "rate": None, "round_to": 4}
+    res = prune_with_settings(ckpt, tmp_path / "lib.pt", settings, recipe=recipe)
+    cli = runner.invoke(
+        app, ["prune", str(ckpt), "--recipe", str(recipe), "--round-to", "4", "-o", str(tmp_path / "cli.pt"), "--json"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert load_model(tmp_path / "lib.pt").pruning["conv_widths"] == json.loads(cli.stdout)["conv_widths"]
+    assert (res["method"], res["target_flops"], res["round_to"], res["out"]) == (
+        "hao_li",
+        0.6,
+        4,
+        str(tmp_path / "lib.pt"),
+    )
+
+
+def test_library_errors_name_parameters_and_the_command_names_its_options(ckpt: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^`rate` must be in \[0, 1\), got 1.5$"):
+        PruneOptions(rate=1.5).check(get_method("hao_li"), has_data=False)
+    res = runner.invoke(app, ["prune", str(ckpt), "-m", "molchanov", "--rate", "0.5", "-o", str(tmp_path / "p.pt")])
+    assert res.exit_code == 2 and "needs calibration images: give --data" in res.output and "`" not in res.output

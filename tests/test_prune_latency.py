@@ -236,9 +236,9 @@ def test_unreachable_targets_are_clear_errors(tiny_model: ReIDNet) -> None:
         prune_for_latency(tiny_model, "hao_li", PruneOptions(rate=0.5), _target(7.0))
     with pytest.raises(MethodError, match="one-shot"):
         prune_for_latency(tiny_model, "psfp", PruneOptions(epochs=1), _target(7.0))
-    with pytest.raises(InputError, match="drop --steps"):
+    with pytest.raises(InputError, match="drop `steps`"):
         prune_for_latency(tiny_model, "hao_li", PruneOptions(steps=2), _target(7.0))
-    with pytest.raises(InputError, match="unknown --backend"):
+    with pytest.raises(InputError, match="unknown `backend`"):
         LatencyTarget(5.0, backend="openvino").check()
 
 

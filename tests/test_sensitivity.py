@@ -13,11 +13,11 @@ from reidcompress.cli import app
 from reidcompress.errors import InputError, MethodError
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.summary import count_flops
-from reidcompress.prune import sensitivity as sens
 from reidcompress.prune.criteria import L1Norm
 from reidcompress.prune.engine import ScoredGroup, apply_plan, score_groups, select_channels
 from reidcompress.prune.planning import FlopModel, kept_for_costs
 from reidcompress.prune.sensitivity import SensitivityProfile, analyse_sensitivity
+from reidcompress.prune.sensitivity import analysis as sens
 
 runner = CliRunner()
 INTERNAL = ["backbone.layer1.0.conv1", "backbone.layer2.0.conv1", "backbone.layer3.0.conv1", "backbone.layer4.0.conv1"]

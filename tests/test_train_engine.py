@@ -175,13 +175,13 @@ def test_resume_refuses_changed_options_and_missing_state(memory_loader, tmp_pat
     with pytest.raises(InputError, match="started from different training data"):
         engine.train(_model(), moved, _config(), out=tmp_path / "m.pt", resume=True)
     # Extending the run: the schedule derived from --epochs must be kept, and the message says how.
-    with pytest.raises(InputError, match="--warmup-epochs 1 --milestones 1"):
+    with pytest.raises(InputError, match="`warmup_epochs`=1 `milestones`=1"):
         engine.train(
             _model(), ITEMS, _config(epochs=4, warmup_epochs=2, milestones=(2,)), out=tmp_path / "m.pt", resume=True
         )
     engine.train(_model(), ITEMS, _config(epochs=3), out=tmp_path / "m.pt", resume=True)
     with pytest.raises(
-        InputError, match=r"finished 3 of 3 epochs; raise --epochs \(keeping its schedule: --warmup-epochs 1"
+        InputError, match=r"finished 3 of 3 epochs; raise `epochs` \(keeping its schedule: `warmup_epochs`=1"
     ):
         engine.train(_model(), ITEMS, _config(epochs=3), out=tmp_path / "m.pt", resume=True)
 

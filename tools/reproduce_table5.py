@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         publish(result, args.work / "table5.json", doc, "Table 5, reproduced", intro(result), body, command)
         return 0
 
-    return run_tool(go)
+    return run_tool(go, argv)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         publish(result, args.work / "scenarios.json", doc, title, intro(result), body, command)
         return 0
 
-    return run_tool(go)
+    return run_tool(go, argv)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.doc}", file=sys.stderr)
         return 0
 
-    return run_tool(go)
+    return run_tool(go, argv)
 
 
 if __name__ == "__main__":

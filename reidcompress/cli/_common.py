@@ -6,13 +6,15 @@ import functools
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.models import OptionInfo
 
-from reidcompress._parse import parse_floats, parse_ints, parse_size
+from reidcompress._parse import name_options, parse_floats, parse_ints, parse_size
 from reidcompress.errors import InputError, ReidCompressError
 
 __all__ = ["handle_errors", "emit_json", "console", "out_console", "parse_size", "parse_floats", "parse_ints"]
@@ -27,17 +29,31 @@ out_console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUM
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a ReidCompressError into one line on stderr and exit code 2."""
+    """Turn a ReidCompressError into one line on stderr and exit code 2, naming the command's options."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ReidCompressError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {name_options(str(e), command_options(fn))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def command_options(command: Callable[..., Any]) -> dict[str, str]:
+    """A command function's options by parameter name, from its ``Annotated[..., typer.Option(...)]``
+    hints: ``{"target_flops": "--target-flops", "out": "--out", "residual": "--residual"}``."""
+    options = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        for info in getattr(hint, "__metadata__", ()):
+            if isinstance(info, OptionInfo):
+                # In an Annotated hint, typer.Option's first argument (``default``) is a declaration too.
+                decls = [info.default, *(info.param_decls or ())]
+                long = [d.split("/")[0] for d in decls if isinstance(d, str) and d.startswith("--")]
+                options[name] = long[0] if long else "--" + name.replace("_", "-")
+    return options
 
 
 def emit_json(obj: Any) -> None:

@@ -10,9 +10,8 @@ from rich.table import Table
 
 from reidcompress.cli._common import console, emit_json, handle_errors, out_console
 from reidcompress.errors import InputError
-from reidcompress.prune import PruneOptions, prune_checkpoint
+from reidcompress.prune.api import prune_with_settings
 from reidcompress.prune.latency import LatencyTarget, latency_summary
-from reidcompress.prune.options import with_recipe
 
 _LAT = "Latency target (--target-latency)"
 
@@ -103,47 +102,25 @@ def prune_cmd(
     Give the amount as --rate, --target-flops, or --target-latency MS (measured on --backend, this machine).
     """
     latency = _latency_target(target_latency, backend, batch, threads, latency_runs, device)
-    profile = None
-    if sensitivity is not None:
-        from reidcompress.prune.sensitivity import SensitivityProfile
-
-        profile = SensitivityProfile.load(sensitivity)
-    chosen: dict[str, Any] = {"method": method, "rate": rate, "target_flops": target_flops, "scope": scope,
-                              "round_to": round_to, "residual": residual, "target_latency": target_latency}  # fmt: skip
-    train_options = None
-    if recipe is not None:
-        chosen, train_options = with_recipe(recipe, chosen)
-    method = chosen.pop("method", None)
-    if method is None:
-        raise InputError("give --method (see `reidcompress methods`) or a --recipe whose prune section names one")
-    chosen.pop("target_latency", None)
-    options = PruneOptions(
-        **{k: v for k, v in chosen.items() if v is not None},
-        steps=steps,
-        finetune_epochs=finetune_epochs,
-        epochs=epochs,
-        calib_batches=calib_batches,
-        decay=decay,
-        weak_scale=weak_scale,
-        holdout=holdout,
-        accuracy_tolerance=accuracy_tolerance,
-        sensitivity=profile,
-    )
-    with console.status(f"pruning with {method}..."):
-        res = prune_checkpoint(
+    settings = dict(method=method, rate=rate, target_flops=target_flops, scope=scope, round_to=round_to,
+                    residual=residual, steps=steps, finetune_epochs=finetune_epochs, epochs=epochs,
+                    calib_batches=calib_batches, decay=decay, weak_scale=weak_scale, holdout=holdout,
+                    accuracy_tolerance=accuracy_tolerance)  # fmt: skip
+    with console.status(f"pruning with {method or 'the recipe'}..."):
+        res = prune_with_settings(
             checkpoint,
             out,
-            method,
-            options,
+            settings,
+            recipe=recipe,
+            sensitivity=sensitivity,
+            latency=latency,
             data_root=data,
             dataset=dataset,
             device=device,
-            latency=latency,
             log=lambda line: console.print(f"  {line}"),
-            train_options=train_options,
         )
     if res.get("target_met") is False and latency is None:
-        ratio, target = res["flops_ratio"], options.target_flops
+        ratio, target = res["flops_ratio"], res["target_flops"]
         console.print(f"[yellow]warning: FLOPs ratio {ratio:.3f} is not within 2% of {target}")
     if lat := res.get("latency_target"):
         console.print(("" if res["target_met"] else "[yellow]warning: ") + latency_summary(lat))

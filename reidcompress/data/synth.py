@@ -246,7 +246,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         raise InputError(f"output exists and is not a folder: {out}")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise InputError(f"output folder is not empty: {out} (choose another path, or overwrite it: --overwrite)")
+            raise InputError(f"output folder is not empty: {out} (choose another path, or replace it: `overwrite`)")
         if not (out / "synth.json").is_file():
             raise InputError(f"refusing to overwrite {out}: it is not a synthetic dataset (no synth.json)")
 

@@ -45,7 +45,7 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.target_flops <= 1:
-            raise InputError(f"--target-flops must be in (0, 1], got {self.target_flops}")
+            raise InputError(f"`target_flops` must be in (0, 1], got {self.target_flops}")
         if min(self.source_epochs, self.target_epochs, self.pruned_epochs) < 1:
             raise InputError("every training stage needs at least 1 epoch")
 

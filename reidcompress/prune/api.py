@@ -1,24 +1,27 @@
-"""Pruning as a library call: ``prune_model`` (in memory) and ``prune_checkpoint`` (file to file)."""
+"""Pruning as a library call: ``prune_model`` (in memory), ``prune_checkpoint`` (file to file) and
+``prune_with_settings`` (file to file from loose settings and a recipe, as ``reidcompress prune`` runs it)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reidcompress._io import check_output_path, require_file
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import complexity
-from reidcompress.prune.latency import LatencyTarget, check_latency_request, search_latency
-from reidcompress.prune.options import PruneOptions
+from reidcompress.prune.options import PruneOptions, resolve_options
 from reidcompress.prune.record import pruning_record
 from reidcompress.prune.registry import MethodSpec, get_method
 from reidcompress.prune.strategies import STRATEGIES
 from reidcompress.prune.training import PruneData, load_prune_data
 
-__all__ = ["prune_model", "prune_checkpoint", "load_prune_data", "pruning_record"]
+if TYPE_CHECKING:
+    from reidcompress.prune.latency import LatencyTarget
+
+__all__ = ["prune_model", "prune_checkpoint", "prune_with_settings", "load_prune_data", "pruning_record"]
 
 
 def prune_model(model: ReIDNet, method: str, options: PruneOptions, data: PruneData | None = None) -> dict[str, Any]:
@@ -66,6 +69,9 @@ def prune_checkpoint(
     if latency is None:
         options.check(spec, has_data=data_root is not None)
     else:
+        # Imported on use: latency targets bring the export and runtime stack, which plain pruning never needs.
+        from reidcompress.prune.latency import check_latency_request
+
         check_latency_request(spec, options, latency, has_data=data_root is not None)
     data = None
     if data_root is not None:
@@ -74,7 +80,30 @@ def prune_checkpoint(
     if latency is None:
         record = _prune(model, spec, options, data)
     else:
-        record = search_latency(model, spec, options, latency, data, log=log)
+        from reidcompress.prune.latency import search_latency
+
+        record = search_latency(model, spec, options, latency, data, None, log)
     meta = {k: v for k, v in model.meta.items() if k not in ("saved_at", "reidcompress_version")}
     save_model(out_path, model.cpu(), pruning=record, meta={**meta, "pruned_from": str(Path(checkpoint))})
     return {"checkpoint": str(checkpoint), "out": str(out_path), **record}
+
+
+def prune_with_settings(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: Mapping[str, Any],
+    *,
+    recipe: str | os.PathLike[str] | None = None,
+    sensitivity: str | os.PathLike[str] | None = None,
+    latency: LatencyTarget | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``prune_checkpoint`` from loose settings, as a command line or a config file gives them.
+
+    ``settings`` holds ``method`` and PruneOptions fields (None = not set), merged over ``recipe``'s
+    prune section (``options.resolve_options``); ``kwargs`` go to ``prune_checkpoint``.
+    """
+    method, options, train_options = resolve_options(
+        settings, recipe=recipe, sensitivity=sensitivity, latency=latency is not None
+    )
+    return prune_checkpoint(checkpoint, out, method, options, latency=latency, train_options=train_options, **kwargs)

@@ -109,11 +109,11 @@ class LatencyTarget:
     def check(self) -> None:
         """InputError for bad values; BackendUnavailableError when the backend cannot run here."""
         if self.backend not in BACKENDS:
-            raise InputError(f"unknown --backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise InputError(f"unknown `backend` {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if not self.target_ms > 0:
-            raise InputError(f"--target-latency must be a positive number of milliseconds, got {self.target_ms}")
+            raise InputError(f"`target_latency` must be a positive number of milliseconds, got {self.target_ms}")
         if self.batch < 1 or (self.threads is not None and self.threads < 1):
-            raise InputError("--batch and --threads must be at least 1")
+            raise InputError("`batch` and `threads` must be at least 1")
         if not 0 < self.tolerance < 1 or min(self.max_trials, self.max_checks, self.runs) < 1 or self.warmup < 0:
             raise InputError("need 0 < tolerance < 1, max_trials, max_checks and runs >= 1, and warmup >= 0")
         if self.backend == "tensorrt":
@@ -297,7 +297,8 @@ def _search(search: _Search, target: LatencyTarget, method: str, log: Callable[[
             break
         trial = search.at(requested=_next_level(lo, hi, goal))
         if any(dict(trial.kept) == dict(t.kept) for t in current):
-            log(f"no level between {lo.flops_ratio:.3f} and {hi.flops_ratio:.3f} of the FLOPs at this --round-to")
+            span = f"{lo.flops_ratio:.3f} and {hi.flops_ratio:.3f}"
+            log(f"no level between {span} of the FLOPs in steps of {search.options.round_to} channels")
             break
         log(f"trial {len(history) - 1}: {trial.flops_ratio:.3f} of the FLOPs: {trial.ms:.2f} ms")
         history.append(trial)
@@ -394,7 +395,7 @@ def _check_floor(floor: Trial, target: LatencyTarget, method: str) -> None:
         raise MethodError(
             f"{target.target_ms:g} ms is below what {method} can reach with these options: its most pruned "
             f"network ({floor.flops_ratio:.3f} of the FLOPs) runs in {floor.ms:.2f} ms on {target.backend} at "
-            f"batch {target.batch} (try --residual, a smaller --round-to, or higher sensitivity --rates)"
+            f"batch {target.batch} (try `residual`, a smaller `round_to`, or higher sensitivity `rates`)"
         )
 
 
@@ -410,11 +411,11 @@ def _met(trial: Trial, target: LatencyTarget) -> bool:
 def check_latency_request(spec: MethodSpec, options: PruneOptions, target: LatencyTarget, has_data: bool) -> None:
     """Raise InputError/MethodError for a latency-target pruning that cannot run, before any work."""
     if options.rate is not None or options.target_flops is not None:
-        raise InputError("give exactly one of --rate, --target-flops or --target-latency")
+        raise InputError("give exactly one of `rate`, `target_flops` or `target_latency`")
     if spec.strategy != "oneshot":
-        raise MethodError(f"--target-latency searches the level of one-shot pruning; {spec.name} is {spec.strategy}")
+        raise MethodError(f"`target_latency` searches the level of one-shot pruning; {spec.name} is {spec.strategy}")
     if options.steps > 1:
-        raise InputError("--target-latency prunes in one step (each level is measured): drop --steps")
+        raise InputError("`target_latency` prunes in one step (each level is measured): drop `steps`")
     dataclasses.replace(options, target_flops=1.0).check(spec, has_data=has_data)
     target.check()
 
@@ -446,7 +447,7 @@ def prune_for_latency(
     """
     spec = get_method(method)
     check_latency_request(spec, options, target, has_data=data is not None)
-    return search_latency(model, spec, options, target, data, timer=timer, log=log)
+    return search_latency(model, spec, options, target, data, timer, log)
 
 
 def search_latency(
@@ -454,10 +455,9 @@ def search_latency(
     spec: MethodSpec,
     options: PruneOptions,
     target: LatencyTarget,
-    data: PruneData | None = None,
-    *,
-    timer: Timer | None = None,
-    log: Callable[[str], None] | None = None,
+    data: PruneData | None,
+    timer: Timer | None,
+    log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """``prune_for_latency`` on a request ``check_latency_request`` has passed (``prune_checkpoint`` checks
     it before loading anything)."""

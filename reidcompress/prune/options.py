@@ -12,7 +12,7 @@ from reidcompress.prune.planning import SCOPES
 from reidcompress.prune.registry import MethodSpec
 from reidcompress.prune.sensitivity.profile import SensitivityProfile
 
-__all__ = ["PruneOptions", "AMOUNT_FIELDS", "RECIPE_FIELDS", "with_recipe"]
+__all__ = ["PruneOptions", "AMOUNT_FIELDS", "RECIPE_FIELDS", "with_recipe", "resolve_options"]
 
 # Ways to say how much to prune; a run gives exactly one (``--target-latency`` is the CLI's third).
 AMOUNT_FIELDS = ("rate", "target_flops", "target_latency")
@@ -66,49 +66,51 @@ class PruneOptions:
     def check(self, spec: MethodSpec, has_data: bool) -> None:
         """Raise InputError/MethodError for anything the method cannot run with."""
         if (self.rate is None) == (self.target_flops is None):
-            raise InputError("give exactly one of --rate or --target-flops")
+            raise InputError("give exactly one of `rate` or `target_flops`")
         if self.rate is not None and not 0.0 <= self.rate < 1.0:
-            raise InputError(f"--rate must be in [0, 1), got {self.rate}")
+            raise InputError(f"`rate` must be in [0, 1), got {self.rate}")
         if self.target_flops is not None and not 0.0 < self.target_flops <= 1.0:
-            raise InputError(f"--target-flops must be in (0, 1], got {self.target_flops}")
+            raise InputError(f"`target_flops` must be in (0, 1], got {self.target_flops}")
         if self.scope not in SCOPES:
-            raise InputError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+            raise InputError(f"`scope` must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         for name in ("round_to", "steps", "calib_batches"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.weak_scale < 1.0:
-            raise InputError(f"--weak-scale must be in (0, 1), got {self.weak_scale}")
+            raise InputError(f"`weak_scale` must be in (0, 1), got {self.weak_scale}")
         if not 0.0 < self.holdout < 1.0:
-            raise InputError(f"--holdout must be in (0, 1), got {self.holdout}")
+            raise InputError(f"`holdout` must be in (0, 1), got {self.holdout}")
         if self.accuracy_tolerance < 0:
-            raise InputError(f"--accuracy-tolerance cannot be negative, got {self.accuracy_tolerance}")
+            raise InputError(f"`accuracy_tolerance` cannot be negative, got {self.accuracy_tolerance}")
         if self.decay <= 0:
-            raise InputError(f"--decay must be positive, got {self.decay}")
+            raise InputError(f"`decay` must be positive, got {self.decay}")
         if self.finetune_epochs < 0 or self.epochs < 0:
-            raise InputError("epoch counts cannot be negative")
+            raise InputError("`epochs` and `finetune_epochs` cannot be negative")
         if self.steps > 1 and spec.strategy != "oneshot":
-            raise MethodError(f"--steps applies to one-shot methods; {spec.name} is {spec.strategy}")
+            raise MethodError(f"`steps` applies to one-shot methods; {spec.name} is {spec.strategy}")
         if spec.needs_training and self.epochs < 1:
-            raise MethodError(f"{spec.name} prunes while training: give --epochs N (and --data)")
+            raise MethodError(f"{spec.name} prunes while training: give `epochs` (and `data`)")
         if self.sensitivity is not None:
             self._check_sensitivity(spec)
         if not has_data and (spec.needs_data or spec.needs_training or self.finetune_epochs > 0):
             why = "calibration images" if not spec.needs_training and not self.finetune_epochs else "training images"
-            raise MethodError(f"{spec.name} needs {why}: give --data DIR")
+            raise MethodError(f"{spec.name} needs {why}: give `data`")
 
     def _check_sensitivity(self, spec: MethodSpec) -> None:
         assert self.sensitivity is not None
         if self.target_flops is None:
-            raise InputError("--sensitivity gives per-layer rates for a target: use --target-flops or --target-latency")
+            raise InputError("`sensitivity` gives per-layer rates for a target: use `target_flops` or `target_latency`")
         if spec.strategy != "oneshot":
-            raise MethodError(f"--sensitivity applies to one-shot pruning; {spec.name} is {spec.strategy}")
+            raise MethodError(f"`sensitivity` applies to one-shot pruning; {spec.name} is {spec.strategy}")
         if self.steps > 1:
-            raise InputError("--sensitivity plans one step from the unpruned network's analysis: drop --steps")
+            raise InputError("`sensitivity` plans one step from the unpruned network's analysis: drop `steps`")
         if self.scope != "local":
-            raise InputError("--sensitivity sets every group's rate itself: it cannot be combined with --scope global")
+            raise InputError(
+                "`sensitivity` sets every group's rate itself: it cannot be combined with the global `scope`"
+            )
         if self.sensitivity.residual != self.residual:
-            flag = "--residual" if self.sensitivity.residual else "--no-residual"
-            raise InputError(f"{self.sensitivity.path} was analysed with {flag}: prune with {flag} too")
+            said = "with" if self.sensitivity.residual else "without"
+            raise InputError(f"{self.sensitivity.path} was analysed {said} `residual` groups: prune {said} them too")
 
 
 def with_recipe(recipe: str | os.PathLike[str], given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -132,3 +134,33 @@ def with_recipe(recipe: str | os.PathLike[str], given: Mapping[str, Any]) -> tup
             from_recipe.pop(k, None)
     merged = {**from_recipe, **{k: v for k, v in given.items() if v is not None}}
     return merged, training_options(rec.finetune)
+
+
+def resolve_options(
+    given: Mapping[str, Any],
+    *,
+    recipe: str | os.PathLike[str] | None = None,
+    sensitivity: str | os.PathLike[str] | None = None,
+    latency: bool = False,
+) -> tuple[str, PruneOptions, dict[str, Any] | None]:
+    """The method, PruneOptions and training options of a run described as loose settings.
+
+    Args:
+        given: ``method`` and PruneOptions fields as a user set them (None = not set).
+        recipe: fills what ``given`` leaves unset (``with_recipe``); ``latency`` counts as an amount given.
+        sensitivity: a saved sensitivity analysis, for per-layer rates.
+
+    Returns:
+        (method, options, the recipe's training options or None).
+    """
+    chosen = {**given, "target_latency": 1.0 if latency else None}
+    train_options = None
+    if recipe is not None:
+        chosen, train_options = with_recipe(recipe, chosen)
+    method = chosen.pop("method", None)
+    if method is None:
+        raise InputError("give `method` (see `reidcompress methods`) or a `recipe` whose prune section names one")
+    chosen.pop("target_latency", None)
+    profile = SensitivityProfile.load(sensitivity) if sensitivity is not None else None
+    options = PruneOptions(**{k: v for k, v in chosen.items() if v is not None}, sensitivity=profile)
+    return method, options, train_options

@@ -165,7 +165,8 @@ def kept_for_flops(
     if floor > target * (1 + tolerance):
         raise MethodError(
             f"cannot reach {target / flop_model.total:.3f} of the FLOPs with these options: at most "
-            f"{1 - floor / flop_model.total:.3f} can be removed (try --residual, a smaller --round-to or global scope)"
+            f"{1 - floor / flop_model.total:.3f} can be removed "
+            "(try `residual`, a smaller `round_to` or the global `scope`)"
         )
     for _ in range(50):
         mid = (lo + hi) / 2
@@ -259,7 +260,7 @@ def kept_for_costs(
             reachable = flops / flop_model.total
             raise MethodError(
                 f"cannot reach {target / flop_model.total:.3f} of the FLOPs within the analysed rates: at most "
-                f"{1 - reachable:.3f} can be removed (analyse higher --rates, or use a smaller --round-to)"
+                f"{1 - reachable:.3f} can be removed (analyse higher `rates`, or use a smaller `round_to`)"
             )
         (_, neg_saved, nxt), root = min(options)
         previous = dict(kept), flops

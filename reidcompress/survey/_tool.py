@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reidcompress._io import atomic_write_text
-from reidcompress._parse import parse_assignments, parse_size
+from reidcompress._parse import name_options, parse_assignments, parse_size
 from reidcompress.errors import InputError, ReidCompressError
 from reidcompress.survey.runs import Overrides
 
@@ -90,10 +90,15 @@ def publish(
     print(f"wrote {doc} and {json_path}", file=sys.stderr)
 
 
-def run_tool(main: Callable[[], int]) -> int:
-    """Bad input is one line on stderr and exit code 2, as for the ``reidcompress`` commands."""
+def run_tool(main: Callable[[], int], argv: Sequence[str] | None = None) -> int:
+    """Bad input is one line on stderr and exit code 2, as for the ``reidcompress`` commands.
+
+    A parameter the message names (in backticks) is written as the option the user typed for it, if
+    any, in ``argv`` (default: ``sys.argv``): argparse names an option's value after its flag.
+    """
     try:
         return main()
     except ReidCompressError as e:
-        print(f"error: {e}", file=sys.stderr)
+        typed = [a.partition("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")]
+        print(f"error: {name_options(str(e), {a[2:].replace('-', '_'): a for a in typed})}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ class ScenarioConfig:
             get_method(m)
         for m in self.training_methods:
             if not get_method(m).needs_training:
-                raise MethodError(f"scenario (c) prunes while training; {m} prunes once (use it in --methods)")
+                raise MethodError(f"scenario (c) prunes while training; {m} prunes once (list it in `methods`)")
 
 
 def run_scenarios(cfg: ScenarioConfig, console: Console | None = None, progress: bool = True) -> dict[str, Any]:

@@ -69,12 +69,14 @@ class Table5Config:
 
     def __post_init__(self) -> None:
         if not self.datasets:
-            raise InputError("give at least one dataset root (--market, --duke, --cuhk03)")
+            raise InputError("`datasets` is empty: give at least one dataset root")
         for m in self.methods:
             get_method(m)
         unknown = sorted(set(self.pretrained) - set(self.all_archs))
         if unknown:
-            raise InputError(f"--pretrained for {unknown}, which this run does not train ({', '.join(self.all_archs)})")
+            raise InputError(
+                f"`pretrained` names {unknown}, which this run does not train ({', '.join(self.all_archs)})"
+            )
 
     @property
     def all_archs(self) -> tuple[str, ...]:

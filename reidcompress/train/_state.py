@@ -111,10 +111,10 @@ _FINGERPRINT_WORDS = {
 
 
 def _schedule_flags(config: dict[str, Any]) -> str:
-    """The options that keep a run's schedule when --epochs changes (both derive from it by default)."""
-    flags = f"--warmup-epochs {config['warmup_epochs']}"
+    """The settings that keep a run's schedule when ``epochs`` changes (both derive from it by default)."""
+    flags = f"`warmup_epochs`={config['warmup_epochs']}"
     if config.get("milestones"):
-        flags += " --milestones " + ",".join(str(m) for m in config["milestones"])
+        flags += " `milestones`=" + ",".join(str(m) for m in config["milestones"])
     return flags
 
 
@@ -130,7 +130,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dic
     derived = {"warmup_epochs", "milestones"}
     if changed and set(changed) <= derived and stored.get("epochs") != now["epochs"]:
         raise InputError(
-            f"the schedule follows --epochs: to extend the run to {now['epochs']} epochs keep the "
+            f"the schedule follows `epochs`: to extend the run to {now['epochs']} epochs keep the "
             f"interrupted run's schedule with {_schedule_flags(stored)}"
         )
     if changed:
@@ -138,6 +138,6 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, fingerprint: dic
         raise InputError(f"cannot resume with different training options ({diffs})")
     if state["epoch"] >= config.epochs:
         raise InputError(
-            f"the run already finished {state['epoch']} of {config.epochs} epochs; raise --epochs "
+            f"the run already finished {state['epoch']} of {config.epochs} epochs; raise `epochs` "
             f"(keeping its schedule: {_schedule_flags(stored)})"
         )

@@ -40,7 +40,7 @@ class Tolerances:
         if self.max_rank1_drop < 0 or (self.max_map_drop is not None and self.max_map_drop < 0):
             raise InputError("accuracy drop tolerances must be >= 0 points")
         if self.min_cosine is not None and not -1 <= self.min_cosine <= 1:
-            raise InputError(f"--min-cosine must be in [-1, 1], got {self.min_cosine}")
+            raise InputError(f"`min_cosine` must be in [-1, 1], got {self.min_cosine}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def verify(
 ) -> VerifyResult:
     """Evaluate the reference and every candidate on ``data``, compare, and apply ``tolerances``."""
     if not candidates:
-        raise InputError("give at least one --candidate")
+        raise InputError("give at least one candidate model")
     if any(b < 1 for b in latency_batches):
         raise InputError(f"latency batch sizes must be >= 1, got {list(latency_batches)}")
     tol = tolerances or Tolerances()

@@ -52,8 +52,7 @@ def bench(
             cost = embedder_complexity(emb)
             sizes = {"flops": cost.flops if cost else None, "params": cost.params if cost else None}
             rows += [
-                {"model": sources[name], **emb.describe(), **sizes, **stats[b][name].to_dict()}
-                for b in batch_sizes
+                {"model": sources[name], **emb.describe(), **sizes, **stats[b][name].to_dict()} for b in batch_sizes
             ]
     finally:
         for emb in embedders.values():

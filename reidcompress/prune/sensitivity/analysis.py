@@ -40,7 +40,7 @@ Progress = Callable[[str, int, int], None]  # (description, done, total)
 def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
     """Sorted unique rates, each in (0, 1); InputError otherwise."""
     if not rates:
-        raise InputError("give at least one rate (--rates 0.1,0.3,0.5,0.7)")
+        raise InputError("`rates` is empty: give at least one (e.g. 0.1,0.3,0.5,0.7)")
     bad = [r for r in rates if not 0.0 < r < 1.0]
     if bad:
         raise InputError(f"sensitivity rates must be in (0, 1), got {bad}")
@@ -128,7 +128,7 @@ def analyse_sensitivity(
     if spec.strategy != "oneshot":
         raise MethodError(f"sensitivity analysis prunes once without training; {method} is a {spec.strategy} method")
     if max_queries is not None and max_queries < 1:
-        raise InputError(f"--max-queries must be >= 1, got {max_queries}")
+        raise InputError(f"`max_queries` must be >= 1, got {max_queries}")
     options = PruneOptions(rate=0.0, residual=residual, round_to=round_to, calib_batches=calib_batches)
     options.check(spec, has_data=True)
     ckpt = require_file(checkpoint, "checkpoint")

@@ -49,7 +49,7 @@ class SensitivityProfile:
         try:
             data = json.loads(p.read_text())
             if data.get("format") != FORMAT:
-                raise ValueError("not written by `reidcompress sensitivity --json`/--report")
+                raise ValueError("not written by `reidcompress sensitivity` as JSON or a report")
             curves, sizes = {}, {}
             for layer in data["layers"]:
                 pts = sorted((float(q["rate"]), float(q[f"{metric}_drop"])) for q in layer["points"])
@@ -81,8 +81,8 @@ class SensitivityProfile:
             extra = sorted(set(self.sizes) - set(have))
             widths = sorted(r for r in set(have) & set(self.sizes) if have[r] != self.sizes[r])
             raise MethodError(
-                f"{self.path} does not describe this network's prunable groups (analysed with "
-                f"{'--residual' if self.residual else '--no-residual'}; not analysed: {missing or 'none'}; "
+                f"{self.path} does not describe this network's prunable groups (analysed "
+                f"{'with' if self.residual else 'without'} `residual` groups; not analysed: {missing or 'none'}; "
                 f"unknown here: {extra or 'none'}; other widths: {widths or 'none'})"
             )
 
