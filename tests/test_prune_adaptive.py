@@ -68,6 +68,15 @@ def test_the_controller_stops_early_once_the_budget_is_reached(
     record = prune_model(tiny_model, "play_and_prune", options, synth_data)
     assert [t["progress"] for t in record["controller"]["trials"]] == [0.25, 0.75, 1.0]
     assert max(record["group_rates"].values()) > 0
+    # The trial the steps left unused fine-tunes the result, on every identity: the split is recorded.
+    held = len({it.pid for it in synth_data.split_identities(0.2)[1].query})
+    assert record["controller"]["schedule"] == {
+        "pruning_epochs": 4,
+        "trials_run": 3,
+        "finetune_epochs": 1,
+        "finetune_identities": synth_data.num_pids,
+        "heldout_identities_returned": held,
+    }
 
 
 def test_shrink_silences_the_planned_channels_during_an_epoch(tiny_model: ReIDNet, synth_data: PruneData) -> None:
@@ -96,3 +105,20 @@ def test_trials_train_the_checkpoints_own_classifier_rows_and_it_keeps_every_ide
     trained = sorted(set(range(synth_data.num_pids)) - set(held))
     assert after.shape == before.shape
     assert torch.equal(after[held], before[held]) and not torch.allclose(after[trained], before[trained])
+    assert record["controller"]["schedule"]["finetune_epochs"] == 0
+
+
+def test_held_out_identities_return_to_training_for_the_final_fine_tune(
+    synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reidcompress.models.reid import ReIDConfig
+
+    monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: 50.0)
+    model = ReIDNet(ReIDConfig(arch="tiny", num_classes=synth_data.num_pids, input_size=(64, 32)))
+    before = model.classifier.weight.detach().clone()
+    held = sorted({it.pid for it in synth_data.split_identities(0.2)[1].query})
+    options = PruneOptions(rate=0.5, round_to=1, epochs=1, finetune_epochs=1)
+    record = prune_model(model, "afp", options, synth_data)
+    assert record["controller"]["schedule"]["finetune_epochs"] == 1
+    # The held-out identities' classifier rows, untouched by the trials, are trained by the final epoch.
+    assert not torch.allclose(model.classifier.weight.detach()[held], before[held])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,31 +35,69 @@ class FakeClock:
         return self.now
 
 
-def fake_timer(
-    target: LatencyTarget,
-    flops0: int,
-    base_ms: float = 2.0,
-    per_flop_ms: float = 10.0,
-    drift: tuple[int, float] = (0, 1.0),
-):
-    """The real BackendTimer on a fake clock whose latency is a fixed, non-linear function of the FLOPs.
+class FakeEmbedder:
+    """Stands for a deployed network: each call sets the fake clock's step to the network's latency."""
 
-    ``drift=(n, f)``: from the n-th measurement on, every latency is f times as long (a load change).
+    backend, device = "torch", "cpu"
+
+    def __init__(self, clock: FakeClock, ms: Callable[[], float], input_size: tuple[int, int]) -> None:
+        self.clock, self.ms, self.input_size = clock, ms, input_size
+
+    def embed(self, batch):
+        self.clock.step = self.ms() / 1e3
+
+
+class FakeTimer(BackendTimer):
+    """The real BackendTimer (and timing code) on a fake clock whose latency is a fixed, non-linear
+    function of the FLOPs: ``base_ms + per_flop_ms * ratio ** 1.5``.
+
+    ``drift=(n, f)``: from the n-th measurement on (a search level, or an interleaved check), every
+    latency is f times as long (a load change). ``jitter``: the pruned network's calls alternate
+    between 1 + jitter and 1 - jitter times its latency (run-to-run noise).
     """
-    clock = FakeClock()
-    timer = BackendTimer(target, clock=clock)
-    measured: list[float] = []
 
-    def measure(model: ReIDNet):
-        ratio = count_flops(model, model.config.input_size) / flops0
-        clock.step = (base_ms + per_flop_ms * ratio**1.5) / 1e3 * (drift[1] if len(measured) >= drift[0] else 1)
-        stats = timer(model)
-        measured.append(ratio)
-        return stats
+    def __init__(self, target: LatencyTarget, flops0: int, base_ms: float = 2.0, per_flop_ms: float = 10.0,
+                 drift: tuple[int, float] = (0, 1.0), jitter: float = 0.0) -> None:  # fmt: skip
+        super().__init__(target, clock=FakeClock())
+        self.flops0, self.base_ms, self.per_flop_ms, self.drift, self.jitter = (
+            flops0,
+            base_ms,
+            per_flop_ms,
+            drift,
+            jitter,
+        )
+        self.measured: list[float] = []
 
-    measure.measured = measured  # type: ignore[attr-defined]
-    measure.device_name = "cpu"  # type: ignore[attr-defined]
-    return measure
+    def latency_ms(self, ratio: float) -> float:
+        scale = self.drift[1] if len(self.measured) > self.drift[0] else 1.0
+        return (self.base_ms + self.per_flop_ms * ratio**1.5) * scale
+
+    def __call__(self, model: ReIDNet):
+        self.measured.append(self._ratio(model))
+        return super().__call__(model)
+
+    def ratio(self, model: ReIDNet, reference: ReIDNet):
+        self.measured.append(self._ratio(model))
+        return super().ratio(model, reference)
+
+    def _ratio(self, model: ReIDNet) -> float:
+        return count_flops(model, model.config.input_size) / self.flops0
+
+    @contextlib.contextmanager
+    def deployed(self, model: ReIDNet):
+        ratio, calls = self._ratio(model), [0]
+
+        def ms() -> float:
+            calls[0] += 1
+            noise = 1.0 if ratio >= 1.0 else 1.0 + self.jitter * (-1) ** calls[0]
+            return self.latency_ms(ratio) * noise
+
+        self.device_name = "cpu"
+        yield FakeEmbedder(self.clock, ms, model.config.input_size)
+
+
+def fake_timer(target: LatencyTarget, flops0: int, **kw) -> FakeTimer:
+    return FakeTimer(target, flops0, **kw)
 
 
 def _target(ms: float, **kw) -> LatencyTarget:
@@ -126,6 +166,53 @@ def test_search_measures_the_bracket_again_when_the_timings_drift(tiny_model: Re
             copy.deepcopy(tiny_model), "hao_li", PruneOptions(round_to=1), _target(7.0),
             timer=fake_timer(_target(7.0), flops0, drift=(2, 0.4)),
         )  # fmt: skip
+
+
+def test_the_interleaved_check_moves_a_level_that_a_load_change_misjudged(tiny_model: ReIDNet) -> None:
+    # The unpruned network is timed at 12 ms, then the machine gets 1.2x faster for good: the search's
+    # levels all read fast, and the one it picks at "7 ms" is 0.70 of the unpruned latency, not 7/12.
+    flops0 = count_flops(tiny_model, (64, 32))
+    timer = fake_timer(_target(7.0), flops0, drift=(1, 1 / 1.2))
+    record = prune_for_latency(tiny_model, "hao_li", PruneOptions(round_to=1), _target(7.0), timer=timer)
+    lt = record["latency_target"]
+    goal = 7.0 / 12.0
+    assert lt["target_ratio"] == pytest.approx(goal)
+    first, last = lt["checks"][0], lt["checks"][-1]
+    assert abs(first["ratio"] - goal) > 0.05 * goal  # the sequential search alone would have missed
+    assert len(lt["checks"]) >= 2 and abs(last["ratio"] - goal) <= 0.05 * goal
+    # The kept network is the last level checked, and its ratio is that of the fake latency model.
+    ratio = count_flops(tiny_model, (64, 32)) / flops0
+    assert lt["interleaved"]["ratio"] == pytest.approx((2 + 10 * ratio**1.5) / 12)
+    assert lt["interleaved"]["spread"] == 0.0 and lt["unpruned_ms"] == pytest.approx(12 / 1.2)
+    assert lt["within_tolerance"] and record["target_met"] and not lt["noise_exceeds_tolerance"]
+
+
+def test_noise_above_the_tolerance_is_said_instead_of_within(tiny_model: ReIDNet) -> None:
+    # Each round's pruned timing is 10% over or under: the median ratio is right, but one re-timing
+    # could be 10% off, more than the 5% tolerance.
+    target = LatencyTarget(7.0, backend="torch", batch=2, threads=1, warmup=0, runs=4)
+    timer = fake_timer(target, count_flops(tiny_model, (64, 32)), jitter=0.1)
+    record = prune_for_latency(tiny_model, "hao_li", PruneOptions(round_to=1), target, timer=timer)
+    lt = record["latency_target"]
+    assert lt["interleaved"]["spread"] == pytest.approx(0.1)
+    assert lt["within_tolerance"] and lt["noise_exceeds_tolerance"] and record["target_met"] is False
+    summary = latency_summary(lt)
+    assert "spread, 10.0%, exceeds the 5% tolerance" in summary and "within 5%" not in summary
+
+
+def test_latency_ratio_takes_each_rounds_ratio(tiny_model: ReIDNet) -> None:
+    from reidcompress.verify.latency import latency_ratio
+
+    clock = FakeClock()
+    times = iter([4.0, 10.0, 6.0, 10.0, 8.0, 20.0, 4.0, 10.0])  # model, reference, round by round
+    model = FakeEmbedder(clock, lambda: next(times), (64, 32))
+    reference = FakeEmbedder(clock, lambda: next(times), (64, 32))
+    st = latency_ratio(model, reference, 2, warmup=0, runs=4, clock=clock)
+    # Per-round ratios 0.4, 0.6, 0.4, 0.4: the third round's load slowed both alike and cancels out,
+    # where the ratio of the medians (5 / 10) would not.
+    assert st.ratio == pytest.approx(0.4) and st.rounds == 4
+    assert st.spread == pytest.approx((0.45 - 0.4) / 2 / 0.4)
+    assert st.model.p50_ms == pytest.approx(5.0) and st.reference.p50_ms == pytest.approx(10.0)
 
 
 def test_closest_level_is_recorded_as_not_meeting_the_target(tiny_model: ReIDNet) -> None:

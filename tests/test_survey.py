@@ -14,7 +14,7 @@ from reidcompress.models.checkpoint import load_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.survey import runs, table5_markdown
 from reidcompress.survey.runs import Overrides, Setup, pretrained_checkpoint, split_budget
-from reidcompress.train import engine
+from reidcompress.train import engine, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--input-size", "64x32", "--epochs", "1", "--finetune-epochs", "1", "--round-to", "4"]
@@ -37,6 +37,7 @@ def _forbid_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(runs, "train", boom)
     monkeypatch.setattr(engine, "train", boom)
+    monkeypatch.setattr(finetune, "train", boom)
     monkeypatch.setattr(runs.Run, "metrics", boom)
 
 
@@ -57,6 +58,8 @@ def test_table5_end_to_end_then_resume(tmp_path, synth_root, monkeypatch, capsys
     assert pruned["before"] is not None and (pruned["own_epochs"], pruned["tail_epochs"]) == (0, 1)
     model = load_model(pruned["checkpoint"])
     assert model.pruning["method"] == "hao_li" and model.embedding_dim == load_model(base["checkpoint"]).embedding_dim
+    # The pruned network was fine-tuned as `reidcompress finetune` does it: a new ID classifier first.
+    assert model.meta["finetuned_from"].endswith("hao_li-pruned.pt")
     doc = (work / "TABLE5.md").read_text()
     assert "| hao_li (tiny) |" in doc and "Market-1501 mAP / R-1" in doc and "tiny: random init" in doc
     assert "in parentheses" not in doc and "the survey has no numbers for these networks" in doc
@@ -182,6 +185,7 @@ def test_budget_split_and_recipe_fallback() -> None:
     assert split_budget("hao_li", 15) == (0, 15)
     assert split_budget("psfp", 15) == (15, 0)
     assert split_budget("auto_balanced", 15) == (10, 5)
+    assert split_budget("afp", 15) == split_budget("play_and_prune", 15) == (10, 5)
     setup = Setup.make("tiny", changes=Overrides(input_size=(64, 32), finetune_epochs=6))
     assert setup.recipe.endswith("resnet50.json") and setup.model["input_size"] == (64, 32)
     assert setup.train["epochs"] == 120 and setup.finetune["epochs"] == 6 and setup.finetune["milestones"] == [3, 5]

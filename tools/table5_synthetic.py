@@ -4,12 +4,15 @@ Trains a small ReID network on a synthetic Market-1501-style dataset (``reidcomp
 then, from that same baseline, prunes with each method to ``--target-flops`` of its FLOPs and trains
 for the same post-pruning budget of ``--epochs`` epochs (one-shot methods: fine-tuning; soft and
 progressive methods: their pruning epochs; auto-balanced: two thirds regularised training, one third
-fine-tuning after removal). Writes a Markdown table (params, FLOPs, rank-1, mAP) and the command.
+fine-tuning after removal; afp and play_and_prune: two thirds controller trials, one third fine-tuning).
+Every fine-tune of a pruned network starts with a new ID classifier, as ``reidcompress finetune`` does.
+Writes a Markdown table (params, FLOPs, rank-1, mAP) and the command.
 The matrix is ``tools/reproduce_table5.py``'s (``reidcompress.survey.table5``) on one synthetic dataset.
 
     PYTHONPATH=$PWD python tools/table5_synthetic.py --work runs/table5 --doc docs/table5_synthetic.md
 
 The synthetic data, the baseline and every row are kept in ``--work``; a second run reuses them.
+``--methods`` and ``--no-control`` make a quicker partial table while developing a method.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from reidcompress._parse import parse_size
 from reidcompress.data.synth import synthesize
 from reidcompress.prune import list_methods
+from reidcompress.prune.strategies.adaptive import split_controlled_budget
 from reidcompress.survey import Overrides, Table5Config, run_table5, table5_markdown
 from reidcompress.survey._tool import command_line, run_tool, write_report
 
@@ -50,13 +54,14 @@ def config(args: argparse.Namespace, root: Path) -> Table5Config:
             finetune={**common, "lr": args.finetune_lr},
             prune={k: getattr(args, k) for k in ("target_flops", "round_to", "scope", "residual")},
         ),
-        control=True,
+        control=args.control,
         device=args.device,
     )
 
 
 def intro(args: argparse.Namespace) -> list[str]:
     h, w = args.size
+    trials, tail = split_controlled_budget(args.epochs)
     return [
         "The survey's Table 5 (Masson et al., arXiv 1907.02547) reproduced in miniature: a small ReID network "
         "trained on synthetic Market-1501-style data, pruned by every method to half its FLOPs, against the "
@@ -70,7 +75,10 @@ def intro(args: argparse.Namespace) -> list[str]:
         f"- pruning: `--target-flops {args.target_flops} --round-to {args.round_to} --scope {args.scope} "
         f"{'--residual' if args.residual else '--no-residual'}`, then {args.epochs} epochs per method "
         f"(lr {args.finetune_lr}): fine-tuning for one-shot methods, soft-pruning epochs for `psfp`/`fpgm_soft`, "
-        f"{args.epochs - args.epochs // 3} regularised + {args.epochs // 3} fine-tuning epochs for `auto_balanced`",
+        f"{args.epochs - args.epochs // 3} regularised + {args.epochs // 3} fine-tuning epochs for `auto_balanced`, "
+        f"{trials} controller trials (those the pruning steps leave unused fine-tune on every training identity, "
+        f"the held-out ones included) + {tail} fine-tuning epochs for `afp`/`play_and_prune`; every fine-tune of a "
+        "pruned network starts with a new ID classifier, as `reidcompress finetune` does",
         "- FLOPs: `torch.utils.flop_counter` (2 per multiply-add), batch 1; params exclude the ID classifier",
         "- Pruning only the block-internal channels, as the survey does, leaves the stem, the residual stream and "
         "the embedding whole; in a network with one block per stage these carry a large share of the FLOPs, so "
@@ -96,6 +104,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scope", default="local")
     ap.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--methods", nargs="+", default=list_methods())
+    ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train the unpruned baseline for the post-pruning epochs")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     return ap.parse_args(argv)

@@ -123,7 +123,7 @@ def prune_cmd(
         ratio, target = res["flops_ratio"], res["target_flops"]
         console.print(f"[yellow]warning: FLOPs ratio {ratio:.3f} is not within 2% of {target}")
     if lat := res.get("latency_target"):
-        console.print(("" if lat["within_tolerance"] else "[yellow]warning: ") + latency_summary(lat))
+        console.print(("" if res["target_met"] else "[yellow]warning: ") + latency_summary(lat))
     if json_out:
         emit_json({k: v for k, v in res.items() if k != "previous"})
     else:

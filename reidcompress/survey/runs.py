@@ -10,6 +10,7 @@ epoch; training-time pruning (psfp, auto_balanced) runs inside one pruning call 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from reidcompress.models.recipes import Recipe, list_recipes, load_recipe
 from reidcompress.models.reid import ReIDNet
 from reidcompress.models.summary import complexity
 from reidcompress.prune import PruneData, PruneOptions, get_method, prune_model
+from reidcompress.prune.strategies.adaptive import split_controlled_budget
 from reidcompress.prune.training import training_options
 from reidcompress.runtime.torch_backend import TorchEmbedder, resolve_device
 from reidcompress.train.config import TrainConfig
-from reidcompress.train.engine import RunPaths, train
+from reidcompress.train.engine import RunPaths, TrainResult, train
+from reidcompress.train.finetune import finetune_checkpoint
 from reidcompress.train.pretrained import build_model
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "METRICS",
     "split_budget",
     "trained_model",
+    "finetuned_model",
     "pruned_row",
     "pretrained_checkpoint",
     "fmt",
@@ -233,11 +237,7 @@ class Run:
         Continues an interrupted run of the same stage; ``new_ids`` gives it a fresh ID classifier
         (another domain's identities, even when there are as many).
         """
-        paths = RunPaths.beside(out)
-        resume = self.stages.resuming and paths.state.exists()
-        if not resume:
-            for p in (paths.state, paths.log):
-                p.unlink(missing_ok=True)
+        resume = self._resume(out)
         n = dataset.num_train_pids
         if new_ids or model.classifier is None or model.classifier.out_features != n:
             model.reset_classifier(n)
@@ -252,6 +252,34 @@ class Run:
             meta={"dataset": dataset.name, "data_root": dataset.root},
             progress=self.progress,
         )
+        return self._finish(result, dataset)
+
+    def finetune(
+        self, ckpt: Path, dataset: ReIDDataset, config: TrainConfig, out: Path
+    ) -> tuple[ReIDNet, dict[str, float]]:
+        """``reidcompress finetune``'s training of a (pruned) checkpoint: a new ID classifier, then ``config``."""
+        result = finetune_checkpoint(
+            ckpt,
+            dataset,
+            config,
+            out=out,
+            evaluate=config.eval_every > 0,
+            resume=self._resume(out),
+            device=self.device,
+            progress=self.progress,
+        )
+        return self._finish(result, dataset)
+
+    def _resume(self, out: Path) -> bool:
+        """Whether a run into ``out`` continues an interrupted one; else its stale state and log go."""
+        paths = RunPaths.beside(out)
+        resume = self.stages.resuming and paths.state.exists()
+        if not resume:
+            for p in (paths.state, paths.log):
+                p.unlink(missing_ok=True)
+        return resume
+
+    def _finish(self, result: TrainResult, dataset: ReIDDataset) -> tuple[ReIDNet, dict[str, float]]:
         last = result.history[-1] if result.history else {}
         model = result.model.eval()
         got = {k: float(last[k]) for k in METRICS} if all(k in last for k in METRICS) else self.metrics(model, dataset)
@@ -263,12 +291,15 @@ def split_budget(method: str, epochs: int) -> tuple[int, int]:
 
     One-shot methods prune and fine-tune all of it; soft and progressive methods prune during all of
     it; regularised methods (auto-balanced) train two thirds regularised and fine-tune the last third;
-    accuracy-controlled methods (afp, play_and_prune) take all of it as their --epochs (one per
-    controller step, what the steps leave unused fine-tunes the result).
+    accuracy-controlled methods (afp, play_and_prune) split it as
+    :func:`~reidcompress.prune.strategies.adaptive.split_controlled_budget` does: controller trials
+    (those the steps leave unused fine-tune the result on every identity), then a fine-tune.
     """
     spec = get_method(method)
     if not spec.needs_training:
         return 0, epochs
+    if spec.strategy in ("adaptive", "adaptive_regularised"):
+        return split_controlled_budget(epochs)
     tail = epochs // 3 if spec.strategy == "regularised" else 0
     return epochs - tail, tail
 
@@ -291,14 +322,36 @@ def trained_model(
     classifier knows), params, flops, metrics on ``dataset``, key.
     """
 
+    settings = {"upstream": dict(upstream), "data": dataset.root, "config": config.to_dict(), "new_ids": new_ids}
+    fit = functools.partial(run.fit, dataset=dataset, config=config, out=out, new_ids=new_ids)
+    return _model_stage(run, name, settings, out, dataset, lambda: fit(build()))
+
+
+def finetuned_model(
+    run: Run, name: str, upstream: Mapping[str, Any], ckpt: Path, dataset: ReIDDataset, config: TrainConfig, out: Path
+) -> dict[str, Any]:
+    """Stage ``name``: ``reidcompress finetune`` of checkpoint ``ckpt`` on ``dataset`` (a new ID classifier
+    whatever the checkpoint's, :func:`~reidcompress.train.finetune.finetune_checkpoint`). Returns what
+    :func:`trained_model` returns."""
+    settings = {"upstream": dict(upstream), "data": dataset.root, "config": config.to_dict(), "finetune": True}
+    return _model_stage(run, name, settings, out, dataset, lambda: run.finetune(ckpt, dataset, config, out))
+
+
+def _model_stage(
+    run: Run,
+    name: str,
+    settings: Mapping[str, Any],
+    out: Path,
+    dataset: ReIDDataset,
+    fit: Callable[[], tuple[ReIDNet, dict[str, float]]],
+) -> dict[str, Any]:
     def fn() -> dict[str, Any]:
-        torch.manual_seed(config.seed)
-        model, got = run.fit(build(), dataset, config, out, new_ids=new_ids)
+        torch.manual_seed(settings["config"]["seed"])  # the new classifier and the training: seeded alike
+        model, got = fit()
         cost = complexity(model)
         sizes = {"params": cost.params, "flops": cost.flops}
         return {"checkpoint": str(out), "domain": dataset.root, **sizes, "metrics": got}
 
-    settings = {"upstream": dict(upstream), "data": dataset.root, "config": config.to_dict(), "new_ids": new_ids}
     return run.stage(name, settings, [out], fn)
 
 
@@ -318,7 +371,9 @@ def pruned_row(
     ``NAME: prune`` scores on, or (training-time methods) trains ``budget[0]`` epochs on, the data of
     ``prune_on``; when ``budget[1]`` > 0, ``NAME: fine-tune`` trains that many epochs on the dataset of
     ``finetune_on`` with the config its function gives for them. Metrics are on the fine-tuning dataset.
-    A classifier is replaced whenever the model is trained on another domain than the one it knows.
+    The fine-tuning starts with a new ID classifier, as ``reidcompress finetune`` does (issue 6's note:
+    reusing the unpruned network's cost 3-4 rank-1 points on the synthetic Table 5); a training-time method gets
+    a new one when it prunes on another domain than the checkpoint's.
 
     Returns:
         params, flops, flops_ratio, channels_removed (mean fraction per pruned group), before (metrics
@@ -361,15 +416,8 @@ def pruned_row(
     pruned = run.stage(f"{name}: prune", prune_settings, [raw_path], prune)
     final = pruned
     if tail:
-        final = trained_model(
-            run,
-            f"{name}: fine-tune",
-            {"pruned": pruned["key"]},
-            lambda: load_model(raw_path),
-            fdata,
-            ft_config(tail),
-            out_path,
-            new_ids=fdata.root != domain,
+        final = finetuned_model(
+            run, f"{name}: fine-tune", {"pruned": pruned["key"]}, raw_path, fdata, ft_config(tail), out_path
         )
     row = {k: pruned[k] for k in ("params", "flops", "flops_ratio", "channels_removed")}
     return {

@@ -53,6 +53,7 @@ def finetune_checkpoint(
     meta = {
         "finetuned_from": str(Path(ckpt)),
         "dataset": getattr(dataset, "name", None),
+        "data_root": getattr(dataset, "root", None),  # as `train` records it: the data the classifier knows
         "teacher": str(teacher) if isinstance(teacher, (str, os.PathLike)) else None,
     }
     return train(

@@ -19,11 +19,13 @@ from reidcompress.runtime.base import Embedder
 
 __all__ = [
     "LatencyStats",
+    "RatioStats",
     "MEASURE_SPINNING",
     "measure",
     "measure_interleaved",
     "embedder_latency",
     "compare_latency",
+    "latency_ratio",
 ]
 
 Clock = Callable[[], float]
@@ -57,6 +59,47 @@ class LatencyStats:
         return cls(
             batch, len(ms), float(p50), float(p95), float(p99), float(ms.mean()), float(ms.std()), float(ms.min())
         )
+
+
+@dataclass(frozen=True)
+class RatioStats:
+    """A model's latency relative to a reference model timed in the same interleaved loop.
+
+    Attributes:
+        ratio: median over the rounds of (model's time / reference's time in that round); a load
+            change between rounds cancels out of each round's ratio.
+        spread: half the interquartile range of the per-round ratios, relative to ``ratio``: how far
+            one round's ratio typically strays, i.e. the machine's run-to-run noise on this comparison.
+        rounds: rounds timed.
+        model, reference: each one's own statistics over the same rounds.
+    """
+
+    ratio: float
+    spread: float
+    rounds: int
+    model: LatencyStats
+    reference: LatencyStats
+
+    @classmethod
+    def from_rounds(cls, batch: int, model: list[float], reference: list[float]) -> RatioStats:
+        ratios = np.asarray(model, dtype=np.float64) / np.asarray(reference, dtype=np.float64)
+        q25, med, q75 = (float(v) for v in np.percentile(ratios, [25, 50, 75]))
+        return cls(
+            med,
+            (q75 - q25) / 2 / med,
+            len(ratios),
+            LatencyStats.from_times(batch, model),
+            LatencyStats.from_times(batch, reference),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "spread": self.spread,
+            "rounds": self.rounds,
+            "p50_ms": self.model.p50_ms,
+            "reference_p50_ms": self.reference.p50_ms,
+        }
 
 
 def measure(
@@ -114,6 +157,20 @@ def measure_interleaved(
     Comparisons (pruned vs unpruned, ONNX vs PyTorch) stay fair on a shared machine where a
     sequential measurement would credit one model with another's quiet minute.
     """
+    times = _timed_rounds(fns, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs)
+    return {name: LatencyStats.from_times(batch, t) for name, t in times.items()}
+
+
+def _timed_rounds(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    warmup: int,
+    runs: int,
+    max_seconds: float,
+    clock: Clock,
+    syncs: dict[str, Callable[[], None] | None] | None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, round by round (index i of every list is the same round)."""
     if runs < 1 or warmup < 0:
         raise InputError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     syncs = syncs or {}
@@ -134,7 +191,7 @@ def measure_interleaved(
             times[name].append(clock() - t0)
         if i >= 2 and clock() - start > max_seconds:
             break
-    return {name: LatencyStats.from_times(batch, t) for name, t in times.items()}
+    return times
 
 
 def compare_latency(
@@ -148,6 +205,33 @@ def compare_latency(
     seed: int = 0,
 ) -> dict[str, LatencyStats]:
     """``embedder_latency`` for several models at once, interleaved (their input sizes may differ)."""
+    fns, syncs = _embed_calls(embedders, batch, seed)
+    return measure_interleaved(
+        fns, batch=batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs
+    )
+
+
+def latency_ratio(
+    model: Embedder,
+    reference: Embedder,
+    batch: int,
+    *,
+    warmup: int = 5,
+    runs: int = 30,
+    max_seconds: float = 120.0,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> RatioStats:
+    """``model``'s latency as a ratio to ``reference``'s, the two alternating in one timing loop."""
+    fns, syncs = _embed_calls({"model": model, "reference": reference}, batch, seed)
+    times = _timed_rounds(fns, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs)
+    return RatioStats.from_rounds(batch, times["model"], times["reference"])
+
+
+def _embed_calls(
+    embedders: dict[str, Embedder], batch: int, seed: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], None] | None]]:
+    """Each embedder's call on a random batch at its own input size, and its synchronisation."""
     rng = np.random.default_rng(seed)
     fns: dict[str, Callable[[], Any]] = {}
     syncs: dict[str, Callable[[], None] | None] = {}
@@ -155,6 +239,4 @@ def compare_latency(
         x = rng.random((batch, 3, *emb.input_size), dtype=np.float32)
         fns[name] = functools.partial(emb.embed, x)
         syncs[name] = _cuda_sync(emb)
-    return measure_interleaved(
-        fns, batch=batch, warmup=warmup, runs=runs, max_seconds=max_seconds, clock=clock, syncs=syncs
-    )
+    return fns, syncs
