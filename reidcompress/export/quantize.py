@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 
 from reidcompress._io import atomic_path, require_file
-from reidcompress.errors import InputError
+from reidcompress.errors import ExportError, InputError
 from reidcompress.export._fp16 import to_fp16
 from reidcompress.export._int8_formats import (
     FORMAT_SPECS,
@@ -49,6 +49,7 @@ from reidcompress.export._int8_formats import (
 )
 from reidcompress.export.parity import ParityReport, check_parity
 from reidcompress.formats.input_format import graph_input
+from reidcompress.formats.onnx_metadata import META_PREFIX, decode_metadata
 
 __all__ = [
     "CALIB_METHODS",
@@ -200,8 +201,6 @@ def _quantize(fp32: Path, out: Path, batches: list[np.ndarray], method: str, fmt
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from reidcompress.formats.onnx_metadata import decode_metadata
-
     calib = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -246,8 +245,6 @@ def _relevant_flags() -> list[str]:
 
 
 def _metadata(fp32: onnx.ModelProto, method: str, images: int, fmt: str, reason: str, how: str) -> dict[str, str]:
-    from reidcompress.export.onnx import META_PREFIX
-
     spec = FORMAT_SPECS[fmt]
     meta = {m.key: m.value for m in fp32.metadata_props}
     meta[META_PREFIX + "precision"] = "int8"
@@ -332,8 +329,6 @@ def quantize_onnx(
             kernels, fake = _int8_parity(src, tmp, parity_images, min_cosine)
             gate = fake if FORMAT_SPECS[fmt].gate == "fake-quant" else kernels
             if not gate.passed:
-                from reidcompress.export.onnx import ExportError
-
                 raise ExportError(_gate_error(fmt, kernels, fake))
     return QuantizeResult(Path(out), method, images, count_qdq(quantized), fmt, reason, kernels, fake)
 
@@ -371,8 +366,6 @@ def convert_fp16(
     model runs in ONNX Runtime on the CPU against fp32, and nothing is written unless every cosine is
     at least ``min_cosine`` (ExportError).
     """
-    from reidcompress.export.onnx import META_PREFIX
-
     src = require_file(fp32_path, "ONNX model")
     proto = onnx.load(str(src))
     meta = {m.key: m.value for m in proto.metadata_props}
