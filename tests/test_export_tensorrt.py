@@ -522,6 +522,16 @@ def test_export_model_builds_from_the_gated_model(monkeypatch, tmp_path, fake_gp
     assert gate["passed"] and gate["min_cosine"] >= (0.999 if precision == "fp16" else 0.98)
     assert summary["engine"]["parity_to_fp32"] == gate == read_sidecar(tmp_path / "m.engine")["parity_to_fp32"]
     assert summary["engine"]["precision"] == precision and len(lines) == 3
+    if precision == "int8":  # TensorRT's Q/DQ model calibrates with entropy unless told otherwise
+        assert summary["trt_onnx"]["calib_method"] == "entropy"
+
+
+def test_export_model_calibrates_the_cpu_model_with_minmax_by_default(tmp_path, trained_tiny) -> None:
+    from reidcompress.export.api import export_model
+
+    ckpt, root = trained_tiny
+    report = export_model(ckpt, tmp_path / "m.onnx", int8=True, calib_data=root, calib_images=32, parity_data=root)
+    assert report.to_dict()["int8"]["calib_method"] == "minmax"
 
 
 def test_export_model_checks_everything_before_writing(tmp_path, trained_tiny) -> None:

@@ -58,8 +58,13 @@ def export_cmd(
         ),
     ] = "auto",
     calib_method: Annotated[
-        str, typer.Option(help="INT8 calibration: minmax | entropy | percentile.", rich_help_panel=_INT8)
-    ] = "minmax",
+        str | None,
+        typer.Option(
+            help="INT8 calibration: minmax | entropy | percentile (default: minmax for --int8, entropy for "
+            "--trt --precision int8).",
+            rich_help_panel=_INT8,
+        ),
+    ] = None,
     trt: Annotated[
         bool,
         typer.Option(
