@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from reidcompress.cli._common import console, emit_json, handle_errors
+from reidcompress._parse import name_options
+from reidcompress.cli._common import command_options, console, emit_json, handle_errors
 from reidcompress.errors import ReidCompressError
 
+_FLAG_OF_PARAMETER = {"parity_data": "--data", "checkpoint": "CKPT", "engine_spec": "--min/opt/max-batch"}
 _TRT = "TensorRT (--trt)"
 _INT8 = "INT8 (--int8 for ONNX Runtime, --trt --precision int8 for TensorRT)"
 
@@ -112,11 +113,7 @@ def export_cmd(
             engine_spec=spec, log=console.print,
         )  # fmt: skip
     except ReidCompressError as e:
-        raise type(e)(_as_flags(str(e))) from None
+        # export_model names its parameters (`calib_data`); where they differ from the command's, say its flags.
+        raise type(e)(name_options(str(e), {**command_options(export_cmd), **_FLAG_OF_PARAMETER})) from None
     if json_out:
         emit_json(report.to_dict())
-
-
-def _as_flags(message: str) -> str:
-    """export_model names its parameters in backticks (`calib_data`); the command names its flags."""
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: "--" + m[1].replace("_", "-"), message)
