@@ -163,6 +163,35 @@ def test_gate_follows_the_format(fp32_model, trt_model, tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.onnx", "t.onnx"]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "native", "gate"),
+    [
+        ("u8s8", "u8s8", "integer kernels"),  # quantized on the VNNI server it runs on
+        ("u8s8-rr", "u8s8", "integer kernels"),  # 7-bit weights are exact on VNNI too
+        ("u8s8-rr", "u8s8-rr", "integer kernels"),
+        ("u8s8", "u8s8-rr", "fake-quant"),  # on an AVX2 laptop for a VNNI server: its kernels would saturate here
+        ("s8s8", "u8s8", "fake-quant"),  # for ARM, quantized on x86
+        ("s8s8", "s8s8", "integer kernels"),
+        ("u8s8-rr", "s8s8", "fake-quant"),
+        ("trt", "u8s8", "fake-quant"),
+        ("trt", "s8s8", "fake-quant"),
+    ],
+)
+def test_a_model_for_another_target_is_judged_as_fake_quant(fmt, native, gate) -> None:
+    from reidcompress.export._int8_formats import gate_for
+
+    assert gate_for(fmt, native) == gate
+
+
+def test_hand_chosen_format_for_another_cpu_records_its_gate(fp32_model, tmp_path) -> None:
+    path, batches = fp32_model
+    native = detect_int8_format()[0]
+    other = "s8s8" if native != "s8s8" else "u8s8"
+    res = quantize_onnx(path, tmp_path / "o.onnx", batches, fmt=other, parity_images=np.concatenate(batches))
+    assert res.gate == "fake-quant" and res.parity is res.parity_fake_quant and res.parity_kernels is not None
+    assert json.loads(read_metadata(tmp_path / "o.onnx")["quantization"])["judged_with"] == "fake-quant"
+
+
 def _report(cos: float) -> ParityReport:
     return ParityReport(37, 0.5, 0.1, cos, cos, 0.98)
 

@@ -17,7 +17,15 @@ from typing import Any
 
 from reidcompress.errors import InputError
 
-__all__ = ["INT8_FORMATS", "Int8Format", "FORMAT_SPECS", "check_int8_format", "cpu_flags", "detect_int8_format"]
+__all__ = [
+    "INT8_FORMATS",
+    "Int8Format",
+    "FORMAT_SPECS",
+    "check_int8_format",
+    "cpu_flags",
+    "detect_int8_format",
+    "gate_for",
+]
 
 ARM_MACHINES = frozenset({"aarch64", "arm64", "armv8l", "armv8b"})
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
@@ -119,3 +127,17 @@ def detect_int8_format(flags: Iterable[str] | None = None, machine: str | None =
             "against integer saturation in its u8s8 kernels"
         )
     return "u8s8-rr", f"{machine or 'unknown'} CPU: reduce_range, the format no integer kernel saturates on"
+
+
+def gate_for(fmt: str, native: str) -> str:
+    """Which arithmetic judges a model of format ``fmt`` on a CPU whose own format is ``native``.
+
+    This CPU's integer kernels, when they compute ``fmt`` as its target CPU does: its own format, or
+    7-bit ``u8s8-rr`` on a VNNI CPU (exact there too). Otherwise (TensorRT's Q/DQ, or a model quantized
+    here for another CPU, e.g. ``u8s8`` on an AVX2 laptop for a VNNI server) float fake-quantization:
+    this CPU's kernels would judge its own saturation, not what the target computes.
+    """
+    spec = FORMAT_SPECS[fmt]
+    if spec.gate == "fake-quant":
+        return spec.gate
+    return spec.gate if fmt == native or (native, fmt) == ("u8s8", "u8s8-rr") else "fake-quant"

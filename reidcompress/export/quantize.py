@@ -8,9 +8,10 @@ TensorRT takes only symmetric int8 Q/DQ. One calibration, one module, four forma
 
 Each INT8 model is compared with fp32 twice: with ORT's integer kernels, and as float fake-quantization
 (session option ``session.disable_quant_qdq = "1"``: each Q/DQ pair rounds and clamps in float, the
-arithmetic TensorRT's int32-accumulating kernels follow). A CPU format is gated on the kernels, the
-``trt`` format on fake-quant. A large gap between the two is integer saturation in this CPU's kernels,
-not a bad calibration, and the error says so.
+arithmetic TensorRT's int32-accumulating kernels follow). A model for this CPU is gated on the kernels;
+the ``trt`` format, and a format chosen by hand for another CPU, on fake-quant (``gate_for``). A large
+gap between the two is integer saturation in this CPU's kernels, not a bad calibration, and the error
+says so.
 
 FP16 (``convert_fp16``): onnxconverter-common with fp32 I/O, the normalisation and the embedding head
 in fp32, for a strongly typed TensorRT build (REFERENCE.md 9).
@@ -46,6 +47,7 @@ from reidcompress.export._int8_formats import (
     check_int8_format,
     cpu_flags,
     detect_int8_format,
+    gate_for,
 )
 from reidcompress.export.parity import ParityReport, check_parity
 from reidcompress.formats.input_format import graph_input
@@ -77,7 +79,7 @@ def check_calib_method(method: str, name: str = "--calib-method") -> str:
 
 @dataclass(frozen=True)
 class QuantizeResult:
-    """An INT8 model; ``parity`` is the gate's report (integer kernels or fake-quant, per ``fmt``)."""
+    """An INT8 model; ``parity`` is the gate's report (``gate``: integer kernels or fake-quant)."""
 
     path: Path
     method: str
@@ -85,12 +87,9 @@ class QuantizeResult:
     nodes: dict[str, int]
     fmt: str
     reason: str
+    gate: str
     parity_kernels: ParityReport | None = None
     parity_fake_quant: ParityReport | None = None
-
-    @property
-    def gate(self) -> str:
-        return FORMAT_SPECS[self.fmt].gate
 
     @property
     def parity(self) -> ParityReport | None:
@@ -244,7 +243,9 @@ def _relevant_flags() -> list[str]:
     return sorted(f for f in cpu_flags() if "vnni" in f or f.startswith(("avx2", "avx512_f", "amx_int8", "asimd")))
 
 
-def _metadata(fp32: onnx.ModelProto, method: str, images: int, fmt: str, reason: str, how: str) -> dict[str, str]:
+def _metadata(
+    fp32: onnx.ModelProto, method: str, images: int, fmt: str, reason: str, how: str, gate: str
+) -> dict[str, str]:
     spec = FORMAT_SPECS[fmt]
     meta = {m.key: m.value for m in fp32.metadata_props}
     meta[META_PREFIX + "precision"] = "int8"
@@ -260,7 +261,7 @@ def _metadata(fp32: onnx.ModelProto, method: str, images: int, fmt: str, reason:
             "quantized_on_cpu_flags": _relevant_flags(),
             "activations": "uint8 (asymmetric, per tensor)" if spec.activations == "uint8" else "int8 (symmetric)",
             "weights": "int8 (symmetric, per channel)" + (", 7-bit (reduce_range)" if spec.reduce_range else ""),
-            "judged_with": spec.gate,
+            "judged_with": gate,
             "calib_method": method,
             "calib_images": images,
         }
@@ -268,9 +269,9 @@ def _metadata(fp32: onnx.ModelProto, method: str, images: int, fmt: str, reason:
     return meta
 
 
-def _gate_error(fmt: str, kernels: ParityReport, fake: ParityReport) -> str:
+def _gate_error(fmt: str, kernels: ParityReport, fake: ParityReport, gate: str | None = None) -> str:
     """The message of a failed gate: bad quantization, or this CPU's integer kernels saturating."""
-    gate = FORMAT_SPECS[fmt].gate
+    gate = gate or gate_for(fmt, detect_int8_format()[0])
     failed = fake if gate == "fake-quant" else kernels
     if gate == "fake-quant" or not fake.passed:
         return f"the INT8 ({fmt}) model's embeddings differ too much from fp32 with {gate}: {failed.summary()}"
@@ -324,13 +325,13 @@ def quantize_onnx(
     with atomic_path(out) as tmp:
         _quantize(src, tmp, batches, method, fmt)
         quantized = onnx.load(str(tmp))
-        _save_with_metadata(quantized, _metadata(proto, method, images, fmt, reason, how), tmp)
+        gate = gate_for(fmt, detect_int8_format()[0])
+        _save_with_metadata(quantized, _metadata(proto, method, images, fmt, reason, how, gate), tmp)
         if parity_images is not None:
             kernels, fake = _int8_parity(src, tmp, parity_images, min_cosine)
-            gate = fake if FORMAT_SPECS[fmt].gate == "fake-quant" else kernels
-            if not gate.passed:
-                raise ExportError(_gate_error(fmt, kernels, fake))
-    return QuantizeResult(Path(out), method, images, count_qdq(quantized), fmt, reason, kernels, fake)
+            if not (fake if gate == "fake-quant" else kernels).passed:
+                raise ExportError(_gate_error(fmt, kernels, fake, gate))
+    return QuantizeResult(Path(out), method, images, count_qdq(quantized), fmt, reason, gate, kernels, fake)
 
 
 def _save_with_metadata(proto: onnx.ModelProto, meta: dict[str, str], path: Path) -> None:
