@@ -199,12 +199,15 @@ def _report(cos: float) -> ParityReport:
 def test_gate_error_tells_saturation_from_bad_calibration() -> None:
     from reidcompress.export.quantize import _gate_error
 
-    msg = _gate_error("u8s8", _report(0.80), _report(0.996))
+    kernels = "integer kernels"
+    msg = _gate_error("u8s8", _report(0.80), _report(0.996), kernels)
     assert "integer saturation" in msg and "fmt='u8s8-rr'" in msg and "0.8000" in msg and "0.9960" in msg
-    msg = _gate_error("u8s8-rr", _report(0.80), _report(0.996))
+    msg = _gate_error("u8s8-rr", _report(0.80), _report(0.996), kernels)
     assert "integer saturation" in msg and "fmt='u8s8-rr'" not in msg
-    msg = _gate_error("u8s8", _report(0.80), _report(0.90))
+    msg = _gate_error("u8s8", _report(0.80), _report(0.90), kernels)
     assert "saturation" not in msg and "integer kernels" in msg
+    msg = _gate_error("s8s8", _report(0.80), _report(0.90), "fake-quant")
+    assert "saturation" not in msg and "with fake-quant: " in msg and "0.9000" in msg
 
 
 def test_fp16_keeps_io_normalisation_and_head_in_fp32(fp32_model, tmp_path) -> None:

@@ -269,9 +269,8 @@ def _metadata(
     return meta
 
 
-def _gate_error(fmt: str, kernels: ParityReport, fake: ParityReport, gate: str | None = None) -> str:
+def _gate_error(fmt: str, kernels: ParityReport, fake: ParityReport, gate: str) -> str:
     """The message of a failed gate: bad quantization, or this CPU's integer kernels saturating."""
-    gate = gate or gate_for(fmt, detect_int8_format()[0])
     failed = fake if gate == "fake-quant" else kernels
     if gate == "fake-quant" or not fake.passed:
         return f"the INT8 ({fmt}) model's embeddings differ too much from fp32 with {gate}: {failed.summary()}"
