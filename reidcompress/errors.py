@@ -6,6 +6,8 @@ Library code raises these; only the CLI turns them into one line on stderr and a
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ReidCompressError",
     "InputError",
@@ -21,6 +23,9 @@ __all__ = [
 
 class ReidCompressError(Exception):
     """Base class of every error the CLI reports as bad input (exit code 2)."""
+
+    # What the failing call had finished and written (an object with ``to_dict()``), for ``--json``.
+    report: Any = None
 
 
 class InputError(ReidCompressError, ValueError):

@@ -18,8 +18,6 @@ import reidcompress
 PACKAGE = Path(reidcompress.__file__).parent
 CLI = ("reidcompress.cli", "reidcompress.__main__")  # `python -m reidcompress` is the CLI too
 
-# Known edges that close a cycle and are being removed on another branch. Each entry names the work that
-# removes it; delete the entry when that lands (the test then holds the line).
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts

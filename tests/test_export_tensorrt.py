@@ -476,11 +476,15 @@ def test_cli_writes_the_gated_model_then_fails_without_tensorrt(monkeypatch, tmp
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed, even on a machine that has it
     out = tmp_path / "m.onnx"
     args = ["export", str(ckpt), "-o", str(out), "--trt", "--precision", precision, "--data", str(root)]
-    res = CliRunner().invoke(app, [*args, "--calib-data", str(root), "--calib-images", "64"])
+    res = CliRunner().invoke(app, [*args, "--calib-data", str(root), "--calib-images", "64", "--json"])
     assert res.exit_code == 2, res.output
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error: TensorRT is not installed") and "m.engine was not" in last, last
     gated = _gated_path(out, precision)
+    # --json still says what was written and gated before the build failed, and why it stopped.
+    report = json.loads(res.stdout)
+    assert report["onnx"] == str(out) and report["trt_onnx"]["onnx"] == str(gated) and "engine" not in report
+    assert report["trt_onnx"]["parity_to_fp32"]["passed"] and report["error"] == last.removeprefix("error: ")
     assert "min cosine" in res.output and gated.exists() and out.exists()
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".engine", ".json", ".tmp")]
     proto = onnx.load(str(gated))
@@ -549,6 +553,8 @@ def test_export_model_checks_everything_before_writing(tmp_path, trained_tiny) -
         export_model(ckpt, out, trt=True, precision="fp32", engine=tmp_path / "m.bin")
     with pytest.raises(InputError, match="TensorRT's Q/DQ model"):
         export_model(ckpt, out, int8=True, int8_format="trt", calib_data=root)
+    with pytest.raises(InputError, match=r"must be one of auto, u8s8, u8s8-rr, s8s8, got 'int4'$"):
+        export_model(ckpt, out, int8=True, int8_format="int4", calib_data=root)
     assert list(tmp_path.iterdir()) == []
 
 

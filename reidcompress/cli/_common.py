@@ -37,19 +37,32 @@ def exit_code(error: ReidCompressError) -> int:
     return next((code for cls, code in EXIT_CODES.items() if isinstance(error, cls)), 2)
 
 
-def handle_errors(fn: F) -> F:
+@typing.overload
+def handle_errors(fn: F) -> F: ...
+@typing.overload
+def handle_errors(*, aliases: dict[str, str]) -> Callable[[F], F]: ...
+
+
+def handle_errors(fn: F | None = None, *, aliases: dict[str, str] | None = None) -> Any:
     """Turn a ReidCompressError into one line on stderr, naming the command's options, and its exit code
-    (EXIT_CODES, else 2)."""
+    (EXIT_CODES, else 2). ``aliases`` names the library parameters a command spells otherwise
+    (``parity_data`` -> ``--data``). With ``--json``, what the command finished before the error (the
+    error's ``report``) is still printed, so a script learns which files were written."""
+    if fn is None:
+        return functools.partial(handle_errors, aliases=aliases)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ReidCompressError as e:
-            typer.echo(f"error: {name_options(str(e), command_options(fn))}", err=True)
+            message = name_options(str(e), {**command_options(fn), **(aliases or {})})
+            if kwargs.get("json_out") and e.report is not None:
+                emit_json({**e.report.to_dict(), "error": message})
+            typer.echo(f"error: {message}", err=True)
             raise typer.Exit(exit_code(e)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def command_options(command: Callable[..., Any]) -> dict[str, str]:

@@ -7,16 +7,15 @@ from typing import Annotated
 
 import typer
 
-from reidcompress._parse import name_options
-from reidcompress.cli._common import command_options, console, emit_json, handle_errors
-from reidcompress.errors import ReidCompressError
+from reidcompress.cli._common import console, emit_json, handle_errors
 
+# export_model's parameters that the command spells otherwise.
 _FLAG_OF_PARAMETER = {"parity_data": "--data", "checkpoint": "CKPT", "engine_spec": "--min/opt/max-batch"}
 _TRT = "TensorRT (--trt)"
 _INT8 = "INT8 (--int8 for ONNX Runtime, --trt --precision int8 for TensorRT)"
 
 
-@handle_errors
+@handle_errors(aliases=_FLAG_OF_PARAMETER)
 def export_cmd(
     ckpt: Annotated[Path, typer.Argument(help="reidcompress checkpoint to export.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write (model.onnx).")],
@@ -104,16 +103,11 @@ def export_cmd(
     from reidcompress.export.tensorrt import EngineSpec
 
     spec = EngineSpec(min_batch, opt_batch, max_batch, workspace) if trt else None
-    try:
-        report = export_model(
-            ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
-            dataset=dataset, input_format=input_format, int8=int8, int8_output=int8_output, int8_format=int8_format,
-            calib_method=calib_method,
-            calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision, engine=engine,
-            engine_spec=spec, log=console.print,
-        )  # fmt: skip
-    except ReidCompressError as e:
-        # export_model names its parameters (`calib_data`); where they differ from the command's, say its flags.
-        raise type(e)(name_options(str(e), {**command_options(export_cmd), **_FLAG_OF_PARAMETER})) from None
+    report = export_model(
+        ckpt, output, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, simplify=simplify, parity_data=data,
+        dataset=dataset, input_format=input_format, int8=int8, int8_output=int8_output, int8_format=int8_format,
+        calib_method=calib_method, calib_data=calib_data, calib_images=calib_images, trt=trt, precision=precision,
+        engine=engine, engine_spec=spec, log=console.print,
+    )  # fmt: skip
     if json_out:
         emit_json(report.to_dict())

@@ -82,10 +82,12 @@ FORMAT_SPECS: dict[str, Int8Format] = {
 INT8_FORMATS: dict[str, str] = {name: spec.description for name, spec in FORMAT_SPECS.items()}
 
 
-def check_int8_format(fmt: str, name: str = "fmt") -> str:
-    """``fmt`` if it is ``"auto"`` or a known format; ``name`` is how the error names the setting."""
-    if fmt != "auto" and fmt not in FORMAT_SPECS:
-        raise InputError(f"{name} must be one of auto, {', '.join(FORMAT_SPECS)}, got {fmt!r}")
+def check_int8_format(fmt: str, name: str = "fmt", exclude: tuple[str, ...] = ()) -> str:
+    """``fmt`` if it is ``"auto"`` or a known format not in ``exclude``; ``name`` is how the error names the
+    setting (an entry point that refuses a format lists only the ones it takes)."""
+    allowed = [f for f in FORMAT_SPECS if f not in exclude]
+    if fmt != "auto" and fmt not in allowed:
+        raise InputError(f"{name} must be one of auto, {', '.join(allowed)}, got {fmt!r}")
     return fmt
 
 

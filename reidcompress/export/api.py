@@ -113,8 +113,9 @@ def _plan(
     if int8:
         if fp16:
             raise InputError("INT8 quantises the fp32 model: export it without `fp16`")
-        if check_int8_format(int8_format, "`int8_format`") == "trt":
+        if int8_format == "trt":
             raise InputError("`int8_format` trt is TensorRT's Q/DQ model: ask for `trt` with `precision` int8")
+        check_int8_format(int8_format, "`int8_format`", exclude=("trt",))
         int8_path = _own_onnx_path(Path(int8_output) if int8_output else int8_onnx_path(out), out, src, "INT8 model")
     if trt:
         if precision not in PRECISIONS:
@@ -226,7 +227,11 @@ def export_model(
         say(trt_result.summary())
         written.append(plan.trt_path)
     if plan.engine is not None:
-        engine_result = _engine(plan.trt_path or plan.output, plan.engine, engine_spec, trt_result, written)
+        try:
+            engine_result = _engine(plan.trt_path or plan.output, plan.engine, engine_spec, trt_result, written)
+        except ReidCompressError as e:
+            e.report = ExportReport(result, int8_result, trt_result)  # written and gated before the build failed
+            raise
         say(engine_result.summary())
     return ExportReport(result, int8_result, trt_result, engine_result)
 
