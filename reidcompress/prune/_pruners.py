@@ -43,6 +43,7 @@ __all__ = [
     "NORM_HANDLERS",
     "affine_params",
     "check_norm_halves",
+    "norm_halves",
     "leaf_modules",
 ]
 
@@ -107,6 +108,18 @@ def affine_params(module: Any, idxs: Sequence[int]) -> list[tuple[torch.Tensor, 
         return affine_params(module.IN, first) + affine_params(module.BN, rest)
     params = [getattr(module, "weight", None), getattr(module, "bias", None)]
     return [(p, list(idxs)) for p in params if isinstance(p, torch.Tensor) and idxs]
+
+
+def norm_halves(group: tp.Group) -> tuple[tuple[int, ...], ...]:
+    """The positions of ``group``'s channels (in its root's order) that fall in each half of an IBN
+    layer the group prunes: every half must keep at least one channel."""
+    halves = []
+    for dep, idxs in group:
+        if dep.handler == IBN_PRUNER.prune_out_channels:
+            half = int(dep.target.module.IN.num_features)
+            halves.append(tuple(p for p, i in enumerate(idxs) if i < half))
+            halves.append(tuple(p for p, i in enumerate(idxs) if i >= half))
+    return tuple(h for h in halves if h)
 
 
 def check_norm_halves(group: tp.Group, root: str) -> None:

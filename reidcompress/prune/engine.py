@@ -32,6 +32,7 @@ from reidcompress.prune._pruners import (
     check_norm_halves,
     customized_pruners,
     leaf_modules,
+    norm_halves,
 )
 from reidcompress.prune.criteria import Criterion
 
@@ -62,6 +63,7 @@ class ScoredGroup:
         out_convs: convs whose output channels the group removes.
         in_convs: convs whose input channels the group removes.
         residual: whether the group is a residual-stream group (coupled across blocks).
+        keep_one_of: sets of channels of which at least one must stay (the halves of an IBN layer).
     """
 
     root: str
@@ -69,6 +71,7 @@ class ScoredGroup:
     out_convs: tuple[str, ...]
     in_convs: tuple[str, ...]
     residual: bool
+    keep_one_of: tuple[tuple[int, ...], ...] = ()
 
     @property
     def size(self) -> int:
@@ -200,19 +203,28 @@ def score_groups(
                 out_convs=outs,
                 in_convs=_conv_names(group, (tp.prune_conv_in_channels,), names),
                 residual=crosses_blocks(group, names),
+                keep_one_of=norm_halves(group),
             )
         )
     return scored
 
 
 def select_channels(groups: Sequence[ScoredGroup], kept: Mapping[str, int]) -> dict[str, list[int]]:
-    """Per group root, the indices of the lowest-scored channels beyond the ``kept`` count."""
-    plan = {}
-    for g in groups:
-        n_prune = g.size - kept[g.root]
-        order = torch.argsort(g.scores, stable=True)
-        plan[g.root] = sorted(order[:n_prune].tolist()) if n_prune > 0 else []
-    return plan
+    """Per group root, the indices of the lowest-scored channels beyond the ``kept`` count (an IBN layer's
+    InstanceNorm and BatchNorm halves keep one channel each, whatever the scores)."""
+    return {g.root: _lowest(g, g.size - kept[g.root]) for g in groups}
+
+
+def _lowest(group: ScoredGroup, n_prune: int) -> list[int]:
+    """The ``n_prune`` lowest-scored channels, except that each of ``keep_one_of``'s sets keeps its best
+    channel: the next lowest-scored channel outside the set goes instead."""
+    order = torch.argsort(group.scores, stable=True).tolist()
+    chosen = order[: max(n_prune, 0)]
+    for part in group.keep_one_of:
+        if n_prune < group.size - 1 and set(part) <= set(chosen):
+            chosen.remove(max(part, key=lambda i: float(group.scores[i])))
+            chosen.append(next(i for i in order if i not in chosen and i not in part))
+    return sorted(chosen)
 
 
 def _groups_for(model: ReIDNet, graph: tp.DependencyGraph, plan: Mapping[str, Sequence[int]]) -> list[tp.Group]:

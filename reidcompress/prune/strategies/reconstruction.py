@@ -254,8 +254,9 @@ def _refittable(model: ReIDNet, images: torch.Tensor) -> set[str]:
 
 
 def _fixed_up_front(groups: list[ScoredGroup], refittable: set[str]) -> list[ScoredGroup]:
-    """Groups the walk cannot select layer by layer: residual, or not read by exactly one refittable conv."""
-    return [g for g in groups if g.residual or len(g.in_convs) != 1 or g.in_convs[0] not in refittable]
+    """Groups the walk cannot select layer by layer: residual, not read by exactly one refittable conv, or
+    with channels that must keep one of each set (an IBN layer's halves, which a consumer's refit cannot see)."""
+    return [g for g in groups if g.residual or g.keep_one_of or len(g.in_convs) != 1 or g.in_convs[0] not in refittable]
 
 
 def _plan_counts(
