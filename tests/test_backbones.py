@@ -18,6 +18,7 @@ from reidcompress.models.backbones import BackboneEntry, build_backbone, list_ba
 from reidcompress.models.checkpoint import load_model, save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.models.summary import count_flops, count_params
+from reidcompress.testing import randomise_norms
 
 NEW = [
     "osnet_x1_0",
@@ -32,18 +33,6 @@ NEW = [
     "mobilenetv2_x1_4",
 ]
 TINY = ["osnet_tiny", "osnet_ibn_tiny", "osnet_ain_tiny", "resnet_ibn_a_tiny", "resnet_ibn_b_tiny", "mobilenetv2_tiny"]
-
-
-def _randomise(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.InstanceNorm2d)) and m.affine:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-    return model.eval()
 
 
 def test_registry_has_the_torchreid_names_and_refuses_duplicates() -> None:
@@ -143,7 +132,7 @@ def test_tiny_variants_train_eval_and_reload(arch: str, tmp_path) -> None:
     x = torch.rand(2, 3, 64, 32)
     feat, logits = model.train()(x)
     assert feat.shape == (2, model.embedding_dim) and logits.shape == (2, 4)
-    _randomise(model)
+    randomise_norms(model)
     loaded = load_model(save_model(tmp_path / "m.pt", model))
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -213,7 +202,7 @@ CASES = {
 @pytest.mark.parametrize("arch", list(CASES))
 def test_pruned_widths_rebuild_from_shapes_and_compute_the_smaller_network(arch: str, tmp_path) -> None:
     producers, consumers, width = CASES[arch]
-    model = _randomise(ReIDNet(ReIDConfig(arch=arch, num_classes=3, input_size=(64, 32))))
+    model = randomise_norms(ReIDNet(ReIDConfig(arch=arch, num_classes=3, input_size=(64, 32))))
     keep = torch.tensor([i for i in range(width) if i % 3 != 1])  # drops a third, both sides of an IBN split
     sd = model.state_dict()
     pruned = ReIDNet.from_state_dict(model.config, _slice(sd, keep, producers, consumers)).eval()

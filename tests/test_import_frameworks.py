@@ -7,20 +7,18 @@ tools/check_import_parity.py for the download commands and the full-size report.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.importers import import_checkpoint
 from reidcompress.models.reid import IMAGENET_MEAN, IMAGENET_STD
+from reidcompress.testing import load_torchreid_model_file, randomise_norms
 
 pytestmark = pytest.mark.slow
 
@@ -33,27 +31,6 @@ def _source(var: str) -> Path:
     if not path or not Path(path).is_dir():
         pytest.skip(f"{var} does not name an unpacked framework source tree")
     return Path(path)
-
-
-def _randomise(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.InstanceNorm2d)) and m.affine:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-    return model.eval()
-
-
-def _torchreid_module(src: Path, stem: str) -> ModuleType:
-    path = next(src.rglob(f"reid/models/{stem}.py"))
-    spec = importlib.util.spec_from_file_location(f"torchreid_{stem}", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize(
@@ -69,7 +46,9 @@ def _torchreid_module(src: Path, stem: str) -> ModuleType:
 )
 def test_torchreid_parity(arch: str, stem: str, tmp_path) -> None:
     src = _source("REIDCOMPRESS_TORCHREID_SRC")
-    net = _randomise(getattr(_torchreid_module(src, stem), arch)(num_classes=11, loss="triplet", pretrained=False))
+    net = randomise_norms(
+        getattr(load_torchreid_model_file(src, stem), arch)(num_classes=11, loss="triplet", pretrained=False)
+    )
     state = {f"module.{k}": v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 1, "rank1": 0.0, "optimizer": {}}, tmp_path / "tr.pth.tar")
     import_checkpoint(tmp_path / "tr.pth.tar", "torchreid", arch, tmp_path / "ours.pt")
@@ -97,7 +76,7 @@ def test_fastreid_bot_r50_ibn_parity(tmp_path) -> None:
     cfg.MODEL.HEADS.POOL_LAYER = "GeneralizedMeanPoolingP"
     cfg.MODEL.HEADS.NUM_CLASSES = 11
     cfg.MODEL.DEVICE = "cpu"
-    net = _randomise(build_model(cfg))
+    net = randomise_norms(build_model(cfg))
     torch.save({"model": net.state_dict(), "iteration": 1}, tmp_path / "model_final.pth")
     import_checkpoint(tmp_path / "model_final.pth", "fastreid", "resnet50_ibn_a", tmp_path / "ours.pt")
     x = torch.rand(3, 3, 128, 64)

@@ -16,6 +16,7 @@ from reidcompress.errors import ArchitectureError, CheckpointError
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.importers import import_checkpoint
 from reidcompress.models.reid import IMAGENET_MEAN, IMAGENET_STD
+from reidcompress.testing import randomise_norms
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -121,23 +122,11 @@ def test_wrong_architecture_and_layout_errors(tmp_path) -> None:
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.InstanceNorm2d)) and m.affine:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-    return model.eval()
-
-
 def test_torchreid_osnet_import_keeps_fc_block(tmp_path) -> None:
     from reidcompress.models.backbones import build_backbone
 
-    trunk = _randomise_norms(build_backbone("osnet_tiny", 1))
-    fc, fc_bn, classifier = nn.Linear(128, 64), _randomise_norms(nn.BatchNorm1d(64)), nn.Linear(64, 9)
+    trunk = randomise_norms(build_backbone("osnet_tiny", 1))
+    fc, fc_bn, classifier = nn.Linear(128, 64), randomise_norms(nn.BatchNorm1d(64)), nn.Linear(64, 9)
     # torchreid's OSNet state dict: trunk keys at the top level, then fc.0 (Linear), fc.1 (BN1d), classifier
     state = {f"module.{k}": v for k, v in trunk.state_dict().items()}
     state.update({f"module.fc.0.{k}": v for k, v in fc.state_dict().items()})
@@ -159,8 +148,8 @@ def test_torchreid_osnet_import_keeps_fc_block(tmp_path) -> None:
 def test_fastreid_ibn_import_same_embeddings_and_arch_hint(tmp_path) -> None:
     from reidcompress.models.backbones import build_backbone
 
-    trunk = _randomise_norms(build_backbone("resnet_ibn_a_tiny", 1, maxpool_ceil=True))
-    bn = _randomise_norms(nn.BatchNorm2d(256))
+    trunk = randomise_norms(build_backbone("resnet_ibn_a_tiny", 1, maxpool_ceil=True))
+    bn = randomise_norms(nn.BatchNorm2d(256))
     state = {f"backbone.{k}": v for k, v in trunk.state_dict().items()}
     state.update({f"heads.bottleneck.0.{k}": v for k, v in bn.state_dict().items()})
     state["heads.weight"] = torch.randn(5, 256)

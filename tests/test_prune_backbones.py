@@ -32,6 +32,7 @@ from reidcompress.prune.engine import (
 from reidcompress.prune.planning import FlopModel, kept_for_rate
 from reidcompress.prune.registry import get_method, list_methods
 from reidcompress.runtime.onnx_backend import OnnxEmbedder
+from reidcompress.testing import randomise_norms
 
 TINY = ["osnet_tiny", "osnet_ibn_tiny", "osnet_ain_tiny", "mobilenetv2_tiny", "resnet_ibn_a_tiny", "resnet_ibn_b_tiny"]
 FULL = [
@@ -47,21 +48,8 @@ SIZE = (64, 32)
 NEEDS_RESIDUAL = {"osnet_x0_25"}
 
 
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    """Non-trivial norm statistics and affine parameters, so that a wrongly coupled channel shows."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm2d)) and m.weight is not None:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 def _tiny(arch: str, num_classes: int = 0) -> ReIDNet:
-    return _randomise_norms(ReIDNet(ReIDConfig(arch=arch, input_size=SIZE, num_classes=num_classes)))  # type: ignore[return-value]
+    return randomise_norms(ReIDNet(ReIDConfig(arch=arch, input_size=SIZE, num_classes=num_classes)))
 
 
 def test_ibn_pruned_computes_what_a_fresh_ibn_of_the_new_widths_computes() -> None:
@@ -208,7 +196,7 @@ def test_every_method_prunes_every_architecture_full_size(
     method: str, arch: str, synth_root: Path, tmp_path: Path
 ) -> None:
     spec = get_method(method)
-    model = _randomise_norms(ReIDNet(ReIDConfig(arch=arch, num_classes=4 if spec.needs_training else 0)))
+    model = randomise_norms(ReIDNet(ReIDConfig(arch=arch, num_classes=4 if spec.needs_training else 0)))
     dim = model.embedding_dim
     data = _data(synth_root, method) if spec.needs_data else None
     # osnet_x0_25's block-internal channels (16-32 wide, rounded to 8) hold too few FLOPs to halve them

@@ -16,11 +16,9 @@ reidcompress; torchreid's model files need only torch, fast-reid needs its confi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -31,6 +29,7 @@ from reidcompress.data.synth import synthesize
 from reidcompress.models.checkpoint import load_model
 from reidcompress.models.importers import import_checkpoint
 from reidcompress.models.reid import IMAGENET_MEAN, IMAGENET_STD
+from reidcompress.testing import load_torchreid_model_file, randomise_norms
 
 # torchreid architecture -> the file under reid/models/ that defines it
 TORCHREID = {
@@ -53,17 +52,6 @@ FASTREID = {("18x", False, 512): "resnet18", ("50x", False, 2048): "resnet50", (
 MIN_COSINE = 0.9999
 
 
-def _randomise_norms(model: torch.nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.InstanceNorm2d)) and m.affine:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-
-
 def _compare(name: str, ref: torch.Tensor, ours: torch.Tensor) -> bool:
     diff = (ref - ours).abs().max().item()
     cos = F.cosine_similarity(ref, ours).min().item()
@@ -73,21 +61,14 @@ def _compare(name: str, ref: torch.Tensor, ours: torch.Tensor) -> bool:
     return ok
 
 
-def _load_module(src: Path, stem: str) -> ModuleType:
-    path = next(src.rglob(f"reid/models/{stem}.py"))
-    spec = importlib.util.spec_from_file_location(f"torchreid_{stem}", path)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def check_torchreid(src: Path, work: Path, images: dict[str, torch.Tensor], archs: list[str]) -> bool:
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     ok = True
     for arch in archs:
-        net = getattr(_load_module(src, TORCHREID[arch]), arch)(num_classes=751, loss="triplet", pretrained=False)
-        _randomise_norms(net)
+        net = getattr(load_torchreid_model_file(src, TORCHREID[arch]), arch)(
+            num_classes=751, loss="triplet", pretrained=False
+        )
+        randomise_norms(net)
         net.eval()
         ckpt = work / f"torchreid_{arch}.pth.tar"
         state = {f"module.{k}": v for k, v in net.state_dict().items()}
@@ -128,7 +109,7 @@ def check_fastreid(src: Path, work: Path, images: dict[str, torch.Tensor]) -> bo
             cfg.MODEL.HEADS.NUM_CLASSES = 751
             cfg.MODEL.DEVICE = "cpu"
             net = build_model(cfg)
-            _randomise_norms(net)
+            randomise_norms(net)
             net.eval()
             ckpt = work / "fastreid_model_final.pth"
             torch.save({"model": net.state_dict(), "iteration": 1}, ckpt)
