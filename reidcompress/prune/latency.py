@@ -201,12 +201,18 @@ class BackendTimer:
 
 
 @dataclass(frozen=True)
-class Trial:
-    """One measured pruning level: the FLOPs target asked for, the planned network's FLOPs, its latency."""
+class Level:
+    """A pruning level: the FLOPs target asked for, the planned network's FLOPs ratio, its kept widths."""
 
     requested: float
     flops_ratio: float
     kept: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Trial(Level):
+    """A level measured on its own: its latency."""
+
     stats: LatencyStats
 
     @property
@@ -252,12 +258,9 @@ class _Search:
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(Level):
     """A level timed interleaved with the unpruned network: its latency as a ratio, and that ratio's spread."""
 
-    requested: float
-    flops_ratio: float
-    kept: Mapping[str, int]
     stats: RatioStats
 
     def to_dict(self) -> dict[str, float]:
