@@ -90,35 +90,38 @@ def test_shrink_silences_the_planned_channels_during_an_epoch(tiny_model: ReIDNe
         assert bn.weight[weak].abs().max() < 0.05 < bn.weight[strong].abs().min()
 
 
-def test_trials_train_the_checkpoints_own_classifier_rows_and_it_keeps_every_identity(
-    synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def afp_run(synth_data: PruneData, monkeypatch: pytest.MonkeyPatch):
+    """``run(finetune_epochs)`` prunes a fresh `tiny` with AFP (every trial accepted) and returns the record, the
+    classifier's rows before and after, and the identities the trials held out."""
     from reidcompress.models.reid import ReIDConfig
 
     monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: 50.0)
-    model = ReIDNet(ReIDConfig(arch="tiny", num_classes=synth_data.num_pids, input_size=(64, 32)))
-    before = model.classifier.weight.detach().clone()
     held = sorted({it.pid for it in synth_data.split_identities(0.2)[1].query})
-    record = prune_model(model, "afp", PruneOptions(rate=0.5, round_to=1, epochs=1), synth_data)
+
+    def run(finetune_epochs: int) -> tuple[dict, torch.Tensor, torch.Tensor, list[int]]:
+        model = ReIDNet(ReIDConfig(arch="tiny", num_classes=synth_data.num_pids, input_size=(64, 32)))
+        before = model.classifier.weight.detach().clone()
+        options = PruneOptions(rate=0.5, round_to=1, epochs=1, finetune_epochs=finetune_epochs)
+        record = prune_model(model, "afp", options, synth_data)
+        return record, before, model.classifier.weight.detach(), held
+
+    return run
+
+
+def test_trials_train_the_checkpoints_own_classifier_rows_and_it_keeps_every_identity(
+    afp_run, synth_data: PruneData
+) -> None:
+    record, before, after, held = afp_run(0)
     assert record["controller"]["trials"][0]["accepted"]
-    after = model.classifier.weight.detach()
     trained = sorted(set(range(synth_data.num_pids)) - set(held))
     assert after.shape == before.shape
     assert torch.equal(after[held], before[held]) and not torch.allclose(after[trained], before[trained])
     assert record["controller"]["schedule"]["finetune_epochs"] == 0
 
 
-def test_held_out_identities_return_to_training_for_the_final_fine_tune(
-    synth_data: PruneData, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from reidcompress.models.reid import ReIDConfig
-
-    monkeypatch.setattr(adaptive, "heldout_map", lambda *a, **k: 50.0)
-    model = ReIDNet(ReIDConfig(arch="tiny", num_classes=synth_data.num_pids, input_size=(64, 32)))
-    before = model.classifier.weight.detach().clone()
-    held = sorted({it.pid for it in synth_data.split_identities(0.2)[1].query})
-    options = PruneOptions(rate=0.5, round_to=1, epochs=1, finetune_epochs=1)
-    record = prune_model(model, "afp", options, synth_data)
+def test_held_out_identities_return_to_training_for_the_final_fine_tune(afp_run) -> None:
+    record, before, after, held = afp_run(1)
     assert record["controller"]["schedule"]["finetune_epochs"] == 1
     # The held-out identities' classifier rows, untouched by the trials, are trained by the final epoch.
-    assert not torch.allclose(model.classifier.weight.detach()[held], before[held])
+    assert not torch.allclose(after[held], before[held])
