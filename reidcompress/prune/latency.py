@@ -335,22 +335,19 @@ class _Decision:
 def _decide(search: _Search, outcome: _Outcome, target: LatencyTarget, log: Callable[[str], None]) -> _Decision:
     """Time the search's best level interleaved with the unpruned network; move it while the ratio misses.
 
-    The target in milliseconds becomes a share of the unpruned latency as timed in the same loop as the
-    level: the machine's speed now, not at the search's first reading (two readings of the unpruned
-    network back to back differed by 16% on a shared VM). Only ratios measured in one loop decide. Each
-    new level interpolates in FLOPs between the interleaved ratios on either side of that share, the
-    unpruned network being 1.0 of itself.
+    The target in milliseconds becomes a share of the unpruned latency once, from the search's latest
+    measurement of the unpruned network (the one its levels were compared with); from then on only
+    ratios measured in one loop count. Each new level interpolates in FLOPs between the interleaved
+    ratios on either side of that share, the unpruned network being 1.0 of itself.
     """
+    goal = target.target_ms / outcome.unpruned.ms
     floor = min(t.flops_ratio for t in outcome.history)
     points: list[tuple[float, float]] = [(1.0, 1.0)]
     checks: list[Check] = []
-    goals: list[float] = []
     requested, kept = outcome.best.requested, dict(outcome.best.kept)
     for _ in range(target.max_checks):
         check = search.check(requested, kept)
-        goal = target.target_ms / check.stats.reference.p50_ms
         checks.append(check)
-        goals.append(goal)
         st = check.stats
         log(
             f"interleaved with the unpruned network: {check.flops_ratio:.3f} of the FLOPs runs in {st.ratio:.3f} "
@@ -364,8 +361,8 @@ def _decide(search: _Search, outcome: _Outcome, target: LatencyTarget, log: Call
         if any(kept == dict(c.kept) for c in checks):
             log("no other level closer to the target at this --round-to")
             break
-    i = min(range(len(checks)), key=lambda i: abs(checks[i].stats.ratio / goals[i] - 1))
-    return _Decision(checks[i], checks, goals[i])
+    best = min(checks, key=lambda c: abs(c.stats.ratio - goal))
+    return _Decision(best, checks, goal)
 
 
 def _level_for_ratio(points: list[tuple[float, float]], goal: float, floor: float) -> float:
