@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from reidcompress.export.calibration import calibration_batches, reference_images
-from reidcompress.export.onnx import write_onnx
+from reidcompress.export.onnx import model_metadata, write_onnx
 from reidcompress.export.parity import check_parity
 from reidcompress.export.quantize import quantize_onnx
+from reidcompress.models.checkpoint import save_model
 from reidcompress.models.reid import ReIDConfig, ReIDNet
 from reidcompress.models.summary import count_flops, count_params
 from reidcompress.prune import PruneOptions, prune_model
@@ -67,8 +68,10 @@ def _models(arch: str, target: float, out: Path, int8: bool, residual: bool, dat
     for tag, model in (("unpruned", base), (f"hao_li {target}", pruned)):
         if data is not None:
             _estimate_norm_statistics(model, calib)
-        path = out / f"{arch}-{tag.split()[0]}.onnx"
-        write_onnx(model, path)
+        # The checkpoint and the ONNX metadata make both files usable by `reidcompress` and tools/int8_formats.py.
+        ckpt = save_model(out / f"{arch}-{tag.split()[0]}.pt", model)
+        path = ckpt.with_suffix(".onnx")
+        write_onnx(model, path, metadata=model_metadata(model, ckpt, "fp32"))
         rows[tag] = {"params": count_params(model), "flops": count_flops(model, model.config.input_size), "fp32": path}
         if int8:
             q = quantize_onnx(path, path.with_suffix(".int8.onnx"), calib)
