@@ -68,8 +68,7 @@ def check_torchreid(src: Path, work: Path, images: dict[str, torch.Tensor], arch
         net = getattr(load_torchreid_model_file(src, TORCHREID[arch]), arch)(
             num_classes=751, loss="triplet", pretrained=False
         )
-        randomise_norms(net)
-        net.eval()
+        randomise_norms(net)  # and puts it in eval mode
         ckpt = work / f"torchreid_{arch}.pth.tar"
         state = {f"module.{k}": v for k, v in net.state_dict().items()}
         torch.save({"state_dict": state, "epoch": 1, "rank1": 0.0, "optimizer": {}}, ckpt)
@@ -108,9 +107,7 @@ def check_fastreid(src: Path, work: Path, images: dict[str, torch.Tensor]) -> bo
             cfg.MODEL.HEADS.POOL_LAYER = pool
             cfg.MODEL.HEADS.NUM_CLASSES = 751
             cfg.MODEL.DEVICE = "cpu"
-            net = build_model(cfg)
-            randomise_norms(net)
-            net.eval()
+            net = randomise_norms(build_model(cfg))
             ckpt = work / "fastreid_model_final.pth"
             torch.save({"model": net.state_dict(), "iteration": 1}, ckpt)
             import_checkpoint(ckpt, "fastreid", arch, work / "ours_fr.pt")
