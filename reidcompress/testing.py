@@ -1,6 +1,9 @@
 """Helpers for checking a model against an independent reference (like ``torch.testing``): the test
 suite and the parity tools in ``tools/`` share them.
 
+``per_image_train_loader`` is the training data path before images were kept in memory: a DataLoader
+whose workers decode and augment each image with torchvision's transforms, seeded as torch seeds them.
+
 A freshly built network has BatchNorm statistics of 0 and 1 and affine parameters of 1 and 0, under
 which a channel coupled to the wrong one, a swapped InstanceNorm/BatchNorm half or a missed running
 statistic can compute the same output. ``randomise_norms`` makes every norm layer distinct.
@@ -9,14 +12,24 @@ statistic can compute the same output. ``randomise_norms`` makes every norm laye
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
-__all__ = ["randomise_norms", "load_torchreid_model_file"]
+from reidcompress.data.datasets import ImageItem
+from reidcompress.data.loader import ImageDataset
+from reidcompress.data.sampler import PKSampler
+from reidcompress.data.transforms import ERASE_RATIO, ERASE_SCALE, pad_for
+from reidcompress.models.reid import IMAGENET_MEAN
+
+__all__ = ["randomise_norms", "load_torchreid_model_file", "per_image_train_loader"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -46,3 +59,26 @@ def load_torchreid_model_file(src: Path, stem: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def per_image_train_loader(
+    items: Sequence[ImageItem], size: tuple[int, int], p: int, k: int, *, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
+    """P x K batches as the previous release loaded them: each image read, resized and augmented by
+    torchvision's PIL transforms in a DataLoader worker (``num_workers=0``: in this process, from
+    torch's global generator). Call ``loader.batch_sampler.set_epoch(e)`` before each epoch."""
+    transform = T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
+            T.RandomHorizontalFlip(),
+            T.Pad(pad_for(size)),
+            T.RandomCrop(size),
+            T.ToTensor(),
+            T.RandomErasing(p=0.5, scale=ERASE_SCALE, ratio=ERASE_RATIO, value=IMAGENET_MEAN),
+        ]
+    )
+    sampler = PKSampler([it.pid for it in items], p, k, seed=seed)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0]).generate_state(1)[0]))
+    return DataLoader(
+        ImageDataset(items, transform), batch_sampler=sampler, num_workers=num_workers, generator=generator
+    )

@@ -17,6 +17,7 @@ from reidcompress.data.loader import ImageDataset, build_eval_loader, build_trai
 from reidcompress.data.transforms import AugmentParams, TrainAugment, build_transforms, pad_for
 from reidcompress.errors import DatasetError
 from reidcompress.models.reid import IMAGENET_MEAN
+from reidcompress.testing import per_image_train_loader
 
 
 def test_load_image_converts_to_rgb_and_reports_bad_files(tmp_path: Path) -> None:
@@ -61,29 +62,55 @@ def test_batched_augmentation_equals_torchvision_per_image(size: tuple[int, int]
     assert set(params.top.tolist()) - {pad_for(size)} and int(params.top.max()) <= 2 * pad_for(size)
 
 
-def test_erasing_boxes_follow_torchvision_random_erasing() -> None:
-    """Vectorised draws, the same distribution as RandomErasing.get_params (means within 4 standard errors)."""
-    n = 4000
-    aug = TrainAugment((64, 32), erasing_p=1.0)
-    mine = aug.sample(n, torch.Generator().manual_seed(0)).erase.double()
-    torch.manual_seed(0)
-    img = torch.zeros(3, 64, 32)
-    ref = torch.tensor([T.RandomErasing.get_params(img, (0.02, 0.33), (0.3, 3.3), [0.0])[:4] for _ in range(n)])
-    ref = ref.double()
-    for a, b in [*zip(mine.T, ref.T, strict=True), (mine[:, 2] * mine[:, 3], ref[:, 2] * ref[:, 3])]:
-        assert abs(float(a.mean() - b.mean())) < 4 * float((a.var() / n + b.var() / n).sqrt())
-    i, j, h, w = mine.T
-    assert bool((h > 0).all() and (i + h <= 64).all() and (j + w <= 32).all())
-    x = aug.apply(torch.full((1, 3, 64, 32), 255, dtype=torch.uint8), aug.sample(1, torch.Generator()))
-    erased = torch.isclose(x[0], torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand_as(x[0])).all(0)
-    assert erased.float().mean() > 0.01  # an erased rectangle filled with the mean, not zeros
+def test_draws_are_torchvision_transforms_on_the_same_generator_state() -> None:
+    """Every image's flip, crop and erasing box equal what torchvision's transforms, run per image from
+    torch's global generator in the same state, do to it (erasing always on, to draw many boxes)."""
+    size, n = (64, 32), 200
+    aug = TrainAugment(size, erasing_p=1.0)
+    images = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    got = aug(images, torch.Generator().manual_seed(7))
+    per_image = T.Compose(
+        [
+            T.RandomHorizontalFlip(),
+            T.Pad(pad_for(size)),
+            T.RandomCrop(size),
+            T.ToTensor(),
+            T.RandomErasing(p=1.0, value=IMAGENET_MEAN),
+        ]
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        want = torch.stack([per_image(TF.to_pil_image(img)) for img in images])
+    assert torch.equal(got, want)
+    erased = torch.isclose(got, torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand_as(got)).all(1)
+    assert 0.02 < float(erased.float().mean()) < 0.33  # rectangles filled with the mean, not zeros
     assert pad_for((256, 128)) == 10 and pad_for((64, 32)) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_memory_loader_replays_the_per_image_dataloader(synth_root: Path, workers: int) -> None:
+    """The same seed gives the same batches as the previous release's per-image loading, epoch after
+    epoch, because the streams are those torch's DataLoader gives its workers."""
+    data = load_dataset(synth_root)
+    mine = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers)
+    reference = per_image_train_loader(data.train, (64, 32), 3, 2, seed=5, num_workers=workers)
+    for epoch in range(3):
+        mine.batch_sampler.set_epoch(epoch)
+        reference.batch_sampler.set_epoch(epoch)
+        ref_batches = iter(reference)  # the DataLoader draws its base seed once per epoch, here
+        for a, b in zip(mine, ref_batches, strict=True):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
 
 
 def test_augmentation_draws_depend_on_the_generator_only() -> None:
     aug = TrainAugment((64, 32))
+    state = torch.get_rng_state()
     a, b = (aug.sample(8, torch.Generator().manual_seed(3)) for _ in range(2))
     assert all(torch.equal(x, y) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
+    assert torch.equal(torch.get_rng_state(), state)  # torchvision's draws were lent the generator
+    generator = torch.Generator().manual_seed(3)
+    first, second = aug.sample(4, generator), aug.sample(4, generator)
+    assert torch.equal(torch.cat([first.top, second.top]), a.top)  # the generator advanced past them
     with pytest.raises(ValueError, match="uint8"):
         aug.apply(torch.zeros(8, 3, 64, 32), a)
 

@@ -233,7 +233,8 @@ def test_cuda_amp_channels_last_run(memory_loader) -> None:
 
 
 def test_channels_last_on_cpu_trains_the_same_values(memory_loader) -> None:
-    """Channels-last is only a layout: the same run in NCHW ends at the same weights (up to rounding)."""
+    """Channels-last is only a layout: the same run in NCHW ends at the same weights (up to rounding).
+    On a CPU it is opt-in, so that a seed reproduces an NCHW run exactly by default."""
     layouts = []
 
     class Probe(Callback):
@@ -241,9 +242,10 @@ def test_channels_last_on_cpu_trains_the_same_values(memory_loader) -> None:
             layouts.append(trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last))
 
     config = _config(optimizer="sgd", lr=0.05)
-    a = engine.train(_model(), ITEMS, config, callbacks=[Probe()], device="cpu").model
-    b = engine.train(_model(), ITEMS, config.replace(channels_last=False), device="cpu").model
-    assert layouts == [True] * (2 * BATCHES)
+    a = engine.train(_model(), ITEMS, config.replace(channels_last=True), callbacks=[Probe()], device="cpu").model
+    b = engine.train(_model(), ITEMS, config, callbacks=[Probe()], device="cpu").model
+    assert layouts == [True] * (2 * BATCHES) + [False] * (2 * BATCHES)
+    assert config.uses_channels_last("cuda") and not config.replace(channels_last=False).uses_channels_last("cuda")
     assert a.backbone.conv1.weight.is_contiguous()  # handed back in the default layout
     assert not torch.equal(a.backbone.conv1.weight, _model().backbone.conv1.weight)  # it did train
     for k, v in a.state_dict().items():

@@ -1,23 +1,26 @@
-"""The demo's training loop before and after the data-path and layout changes, interleaved in one run.
+"""The demo's training loop before and after the training speed-ups, interleaved in one run.
 
-Variants (``--variants``, all on the same rendered data, each training its own copy of the same model):
+Variants (``--variants``, all on the same rendered data, each training its own copy of the same model in
+its own process, so that each has its own memory allocator settings):
 
-- ``before``: the old path. A ``DataLoader`` whose ``num_workers`` processes read and decode every image
-  every epoch and augment it alone with torchvision's PIL transforms; NCHW tensors (channels-last was CUDA-only).
-- ``data``: the new data path, NCHW: images decoded once into memory, augmented a batch at a time.
-- ``layout``: the old data path, channels-last.
-- ``after``: the new data path and channels-last (what ``reidcompress train`` and the demo now do).
+- ``before``: the previous release. A ``DataLoader`` whose ``num_workers`` processes read and decode every
+  image every epoch and augment it alone with torchvision's PIL transforms; NCHW; glibc's default malloc.
+- ``data``: images decoded once into memory and augmented a batch at a time (the same draws).
+- ``after``: ``data`` with freed memory kept for reuse (``train._malloc``): what ``reidcompress train``
+  and the demo do on a CPU.
+- ``after-cl``: ``after`` in channels-last (``--channels-last``): faster, but not the same numbers.
 
-Epochs alternate between variants (``before`` epoch 1, ``after`` epoch 1, ``before`` epoch 2, ...), so load
-from elsewhere on the machine hits them alike; the ratios per round are the numbers to compare. Each
-epoch runs the engine's own epoch loop (``train.engine``) with the demo's hyper-parameters and reports
-images/s and where the time went: waiting for the next batch (reading, decoding and augmenting
-included), forward + loss, backward, optimiser step. ``--evaluate`` adds each variant's rank-1/mAP on
-the data's query/gallery after its last epoch: with ``--epochs 30`` (the demo's ``train on source``
-stage) it shows the change trains models as good as before.
+``before``, ``data`` and ``after`` train bit-identical models (the loss column shows it); ``after-cl``
+rounds differently. Epochs alternate between variants (``before`` epoch 1, ``after`` epoch 1, ``before``
+epoch 2, ...), so load from elsewhere on the machine hits them alike; the ratios per round are the
+numbers to compare. Each epoch runs the engine's own epoch loop (``train.engine``) with the demo's
+hyper-parameters and reports images/s and where the time went: waiting for the next batch (reading,
+decoding and augmenting included), forward + loss, backward, optimiser step. ``--evaluate`` adds each
+variant's rank-1/mAP on the data's query/gallery after its last epoch.
 
     PYTHONPATH=$PWD python tools/bench_demo.py --threads 2 --epochs 4           # ratios, ~2 min on 2 cores
     PYTHONPATH=$PWD python tools/bench_demo.py --threads 2 --epochs 30 --evaluate --json runs/bench_demo.json
+    PYTHONPATH=$PWD python tools/bench_demo.py --variants before,data,after,after-cl
 
 Goal (issue 19): training images/s at least doubled on 2 cores; ``reidcompress demo`` at most 300 s.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import resource
 import statistics
 import sys
@@ -33,50 +37,35 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
-from reidcompress.data.datasets import ImageItem, ReIDDataset, load_dataset
-from reidcompress.data.loader import ImageDataset, build_train_loader
-from reidcompress.data.sampler import PKSampler
+from reidcompress.data.datasets import ReIDDataset, load_dataset
+from reidcompress.data.loader import build_train_loader
 from reidcompress.data.synth import synthesize
-from reidcompress.data.transforms import pad_for
 from reidcompress.demo.config import DemoConfig
-from reidcompress.models.reid import IMAGENET_MEAN, ReIDConfig, ReIDNet
+from reidcompress.models.reid import ReIDConfig, ReIDNet
+from reidcompress.testing import per_image_train_loader
 from reidcompress.train import Callback, TrainConfig
+from reidcompress.train._malloc import keep_freed_memory
 from reidcompress.train.distributed import current_context
 from reidcompress.train.engine import Trainer, _run_epoch, evaluate
 
-VARIANTS = {"before": ("files", False), "data": ("memory", False), "layout": ("files", True), "after": ("memory", True)}
+# name: (where images come from, channels-last, keep freed memory)
+VARIANTS = {
+    "before": ("files", False, False),
+    "data": ("memory", False, False),
+    "after": ("memory", False, True),
+    "after-cl": ("memory", True, True),
+}
 STAGES = ("data", "forward", "backward", "optimizer")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def legacy_loader(items: Sequence[ImageItem], size: tuple[int, int], config: TrainConfig) -> DataLoader:
-    """The training loader as it was: per-image PIL decoding and augmentation in the loading workers."""
-    transform = T.Compose(
-        [
-            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
-            T.RandomHorizontalFlip(),
-            T.Pad(pad_for(size)),
-            T.RandomCrop(size),
-            T.ToTensor(),
-            T.RandomErasing(p=0.5, value=IMAGENET_MEAN),
-        ]
-    )
-    sampler = PKSampler([it.pid for it in items], config.p, config.k, seed=config.seed)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, 0]).generate_state(1)[0]))
-    return DataLoader(
-        ImageDataset(items, transform), batch_sampler=sampler, num_workers=config.num_workers, generator=generator
-    )
 
 
 class StageTimer(Callback):
@@ -108,14 +97,12 @@ class StageTimer(Callback):
 
 @dataclass
 class Run:
-    """One variant: its model, trainer, loader and per-epoch measurements."""
+    """One variant, in the process that trains it: its trainer, loader and stage timer."""
 
-    name: str
     trainer: Trainer
     loader: Any
     timer: StageTimer
     setup_s: float
-    epochs: list[dict[str, float]] = field(default_factory=list)
 
     def epoch(self, epoch: int) -> dict[str, float]:
         before, cpu = dict(self.timer.seconds), cpu_seconds()
@@ -125,8 +112,7 @@ class Run:
         stages = {"data": row["time_s"] - sum(stages.values()), **stages}
         images = row["steps"] * self.trainer.config.p * self.trainer.config.k
         rates = {"images_per_s": images / row["time_s"], "cpu_ms_per_image": 1000 * cpu / images}
-        self.epochs.append({"seconds": row["time_s"], **rates, **stages})
-        return self.epochs[-1]
+        return {"seconds": row["time_s"], "loss": row["loss"], **rates, **stages}
 
 
 def cpu_seconds() -> float:
@@ -136,23 +122,73 @@ def cpu_seconds() -> float:
 
 
 def make_run(name: str, ds: ReIDDataset, size: tuple[int, int], config: TrainConfig, seed: int) -> Run:
-    data, channels_last = VARIANTS[name]
+    data, channels_last, keep_memory = VARIANTS[name]
+    if keep_memory:
+        keep_freed_memory()
     config = config.replace(channels_last=channels_last)
     torch.manual_seed(seed)
     model = ReIDNet(ReIDConfig(arch=DemoConfig.arch, input_size=size, num_classes=ds.num_train_pids))
-    ctx = current_context("cpu")
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     timer = StageTimer()
-    trainer = Trainer(model, config, ctx, [timer])
+    trainer = Trainer(model, config, current_context("cpu"), [timer])
     start = time.perf_counter()
+    p, k, workers = config.p, config.k, config.num_workers
     if data == "memory":
-        loader: Any = build_train_loader(
-            ds.train, size, config.p, config.k, num_workers=config.num_workers, seed=config.seed
-        )
+        loader: Any = build_train_loader(ds.train, size, p, k, num_workers=workers, seed=config.seed)
     else:
-        loader = legacy_loader(ds.train, size, config)
+        loader = per_image_train_loader(ds.train, size, p, k, seed=config.seed, num_workers=workers)
     trainer.loader = loader
-    return Run(name, trainer, loader, timer, time.perf_counter() - start)
+    return Run(trainer, loader, timer, time.perf_counter() - start)
+
+
+def serve(conn: Connection, name: str, root: Path, config: TrainConfig, seed: int, threads: int, method: str) -> None:
+    """A variant's process: build its run, then train an epoch or evaluate each time it is asked."""
+    # A spawned process spawns its own children too; loading workers start as they would in the parent.
+    mp.set_start_method(method, force=True)
+    torch.set_num_threads(threads)
+    ds = load_dataset(root)
+    run = make_run(name, ds, DemoConfig.input_size, config, seed)
+    conn.send(run.setup_s)
+    while (msg := conn.recv()) is not None:
+        if msg == "evaluate":
+            conn.send(evaluate(run.trainer.model, ds, 64, torch.device("cpu")))
+        else:
+            conn.send(run.epoch(int(msg)))
+
+
+@dataclass
+class Variant:
+    """A variant seen from the benchmark: the connection to its process and its per-epoch rows."""
+
+    name: str
+    conn: Connection
+    process: Any
+    setup_s: float = 0.0
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def ask(self, msg: Any) -> Any:
+        self.conn.send(msg)
+        return self.conn.recv()
+
+
+def start(names: Sequence[str], root: Path, config: TrainConfig, seed: int, threads: int) -> list[Variant]:
+    ctx = mp.get_context("spawn")  # a fresh interpreter each: no allocator setting leaks between variants
+    variants = []
+    for name in names:
+        mine, theirs = ctx.Pipe()
+        args = (theirs, name, root, config, seed, threads, mp.get_start_method())
+        proc = ctx.Process(target=serve, args=args, daemon=False)
+        proc.start()
+        variants.append(Variant(name, mine, proc))
+    for v in variants:
+        v.setup_s = v.conn.recv()
+    return variants
+
+
+def stop(variants: Sequence[Variant]) -> None:
+    for v in variants:
+        v.conn.send(None)
+        v.process.join()
 
 
 def demo_config(epochs: int, ids: int, seed: int, workers: int) -> TrainConfig:
@@ -169,51 +205,56 @@ def demo_config(epochs: int, ids: int, seed: int, workers: int) -> TrainConfig:
     )
 
 
-def rounds(runs: Sequence[Run], epochs: int) -> Iterator[int]:
+def rounds(variants: Sequence[Variant], epochs: int) -> Iterator[int]:
+    # One variant trains while the others wait: they take turns, epoch by epoch.
     for epoch in range(epochs):
-        for run in runs:
-            r = run.epoch(epoch)
+        for v in variants:
+            r = v.ask(epoch)
+            v.epochs.append(r)
             parts = "  ".join(f"{k} {r[k]:.2f}" for k in STAGES)
-            rate = f"{r['images_per_s']:6.0f} img/s  {r['cpu_ms_per_image']:5.2f} CPU ms/img"
-            log(f"epoch {epoch + 1:>2} {run.name:<7} {r['seconds']:6.2f} s  {rate}  ({parts})")
+            rate = f"{r['images_per_s']:6.0f} img/s  {r['cpu_ms_per_image']:5.2f} CPU ms/img  loss {r['loss']:.6f}"
+            log(f"epoch {epoch + 1:>2} {v.name:<8} {r['seconds']:6.2f} s  {rate}  ({parts})")
         yield epoch
 
 
-def summarise(runs: Sequence[Run], skip: int) -> dict[str, Any]:
-    base = runs[0]
+def summarise(variants: Sequence[Variant], skip: int) -> dict[str, Any]:
+    base = variants[0]
     out: dict[str, Any] = {}
-    for run in runs:
-        kept = run.epochs[skip:] or run.epochs
+    for v in variants:
+        kept = v.epochs[skip:] or v.epochs
         ratios = [b["seconds"] / r["seconds"] for b, r in zip(base.epochs[skip:], kept, strict=False)]
-        out[run.name] = {
-            "setup_s": run.setup_s,
+        out[v.name] = {
+            "setup_s": v.setup_s,
             "images_per_s_median": statistics.median(r["images_per_s"] for r in kept),
             "epoch_s_median": statistics.median(r["seconds"] for r in kept),
             "cpu_ms_per_image_median": statistics.median(r["cpu_ms_per_image"] for r in kept),
             "stage_s_mean": {k: statistics.fmean(r[k] for r in kept) for k in STAGES},
+            "losses": [r["loss"] for r in v.epochs],
             f"speedup_vs_{base.name}_per_round": ratios,
             f"speedup_vs_{base.name}_median": statistics.median(ratios) if ratios else None,
-            "epochs": run.epochs,
+            "epochs": v.epochs,
         }
     return out
 
 
 def print_table(summary: dict[str, Any], base: str) -> None:
     head = f"{'variant':<8} {'img/s':>7} {'CPU ms/img':>10} {'epoch s':>8} " + " ".join(f"{k:>9}" for k in STAGES)
-    print(head + f" {'setup s':>8}  speedup vs {base} (median, per round)")
+    print(head + f" {'setup s':>8} {'last loss':>10}  speedup vs {base} (median, per round)")
     for name, s in summary.items():
         ratios = s[f"speedup_vs_{base}_per_round"]
         stages = " ".join(f"{s['stage_s_mean'][k]:9.2f}" for k in STAGES)
         rates = f"{s['images_per_s_median']:7.0f} {s['cpu_ms_per_image_median']:10.2f}"
-        line = f"{name:<8} {rates} {s['epoch_s_median']:8.2f} {stages} {s['setup_s']:8.2f}"
+        line = f"{name:<8} {rates} {s['epoch_s_median']:8.2f} {stages} {s['setup_s']:8.2f} {s['losses'][-1]:10.6f}"
         print(f"{line}  {s[f'speedup_vs_{base}_median']:.2f}x  [{', '.join(f'{r:.2f}' for r in ratios)}]")
         if "metrics" in s:
             print(f"{'':<8} rank-1 {s['metrics']['rank1']:.2f}  mAP {s['metrics']['mAP']:.2f}")
+    same = [n for n, s in summary.items() if s["losses"] == summary[base]["losses"]]
+    print(f"bit-identical losses every epoch: {', '.join(same)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (pinned; default 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads per variant (default 2)")
     p.add_argument("--workers", type=int, default=2, help="loading processes, as the demo (default 2)")
     p.add_argument("--epochs", type=int, default=4, help="epochs per variant (default 4)")
     p.add_argument("--skip", type=int, default=1, help="first epochs left out of the medians (default 1)")
@@ -226,26 +267,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not names or any(v not in VARIANTS for v in names):
         p.error(f"--variants: choose from {', '.join(VARIANTS)}")
-    torch.set_num_threads(args.threads)
     demo = DemoConfig()
-    size = demo.input_size
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
         if root is None:
             root = Path(tmp) / "source"
             log(f"rendering the demo's source domain ({demo.ids} ids x {demo.cams} cameras) in {root}")
             kw = dict(ids=demo.ids, cams=demo.cams, images_per_id=demo.images_per_id, seed=args.seed)
-            synthesize(root, **kw, style="source", size=size)
+            synthesize(root, **kw, style="source", size=demo.input_size)
         ds = load_dataset(root)
         config = demo_config(args.epochs, ds.num_train_pids, args.seed, args.workers)
-        log(f"{len(ds.train)} training images, {torch.get_num_threads()} threads, {args.workers} workers")
-        runs = [make_run(name, ds, size, config, args.seed) for name in names]
-        for _ in rounds(runs, args.epochs):
-            pass
-        summary = summarise(runs, min(args.skip, args.epochs - 1))
-        if args.evaluate:
-            for run in runs:
-                summary[run.name]["metrics"] = evaluate(run.trainer.model, ds, 64, torch.device("cpu"))
+        log(f"{len(ds.train)} training images, {args.threads} threads, {args.workers} workers")
+        variants = start(names, root, config, args.seed, args.threads)
+        try:
+            for _ in rounds(variants, args.epochs):
+                pass
+            summary = summarise(variants, min(args.skip, args.epochs - 1))
+            if args.evaluate:
+                for v in variants:
+                    summary[v.name]["metrics"] = v.ask("evaluate")
+        finally:
+            stop(variants)
+    size = demo.input_size
     print(f"{len(ds.train)} training images at {size[0]}x{size[1]}, {args.threads} threads, {args.workers} workers")
     print_table(summary, names[0])
     if args.json:

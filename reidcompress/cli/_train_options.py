@@ -66,7 +66,10 @@ Amp = Annotated[
 ChannelsLast = Annotated[
     bool | None,
     typer.Option(
-        "--channels-last/--no-channels-last", help="channels-last memory (default on).", rich_help_panel=_TRAIN
+        "--channels-last/--no-channels-last",
+        help="channels-last memory (default: on CUDA only; on a CPU ~5% faster, but a seed no longer "
+        "reproduces an NCHW run).",
+        rich_help_panel=_TRAIN,
     ),
 ]
 Set = Annotated[

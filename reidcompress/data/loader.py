@@ -76,8 +76,8 @@ class TrainLoader:
 
     Images come decoded either from memory (:func:`decode_images`, done once) or from disk through a
     ``DataLoader`` with ``num_workers`` processes; both give the same batches. The augmentation runs on
-    whole batches in this process, drawing from a generator seeded by ``(seed, rank, epoch)``: an
-    epoch's batches depend on nothing else, so a resumed run replays them without saved generator state.
+    whole batches in this process (:meth:`epoch_streams`): an epoch's batches depend on ``(seed, rank,
+    epoch, num_workers)`` alone, so a resumed run replays them without saved generator state.
     Call ``loader.batch_sampler.set_epoch(e)`` before each epoch.
     """
 
@@ -109,10 +109,26 @@ class TrainLoader:
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Batch]:
-        epoch_seed = np.random.SeedSequence([self.seed, self.rank, self.batch_sampler.epoch]).generate_state(1)[0]
-        generator = torch.Generator().manual_seed(int(epoch_seed))
-        for images, pids, camids, index in self.decoded_batches():
-            yield self.augment(images, generator), pids, camids, index
+        streams = self.epoch_streams()
+        for b, (images, pids, camids, index) in enumerate(self.decoded_batches()):
+            yield self.augment(images, streams[b % len(streams)]), pids, camids, index
+
+    def epoch_streams(self) -> list[torch.Generator]:
+        """The generators this epoch's batches are augmented from: batch ``b`` draws from ``b % len``.
+
+        They are the ones torch's DataLoader gives its workers when the per-image transforms run
+        there, as they did before images were kept in memory: per epoch a base seed from a generator
+        seeded by ``(seed, rank)``, worker ``w`` seeded ``base + w`` and loading every ``num_workers``-th
+        batch. So a seed trains the same model as it did with per-image loading. Without workers a
+        single stream seeded ``base`` stands in for torch's global generator, which per-image loading
+        drew from in the main process.
+        """
+        loader_seed = np.random.SeedSequence([self.seed, self.rank]).generate_state(1)[0]
+        loader_generator = torch.Generator().manual_seed(int(loader_seed))
+        # A DataLoader draws one base seed each time it is iterated, i.e. once per epoch.
+        for _ in range(self.batch_sampler.epoch + 1):
+            base = int(torch.empty((), dtype=torch.int64).random_(generator=loader_generator))
+        return [torch.Generator().manual_seed(base + w) for w in range(max(1, self.num_workers))]
 
     def decoded_batches(self) -> Iterator[Batch]:
         """The epoch's batches before augmentation: uint8 images at the input size."""

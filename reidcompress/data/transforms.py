@@ -1,14 +1,14 @@
 """Image transforms: the evaluation resize and the strong-baseline training augmentation.
 
 Training images are decoded and resized once (:func:`build_decode`, uint8 CHW) and augmented a batch
-at a time on tensors (:class:`TrainAugment`): each image still gets its own flip, crop and erasing,
-drawn from a generator the caller seeds, so the augmentation no longer depends on how many loading
-processes there are, and decoded images can stay in memory between epochs.
+at a time on tensors (:class:`TrainAugment`), so decoded images can stay in memory between epochs.
+Each image still gets its own flip, crop and erasing, drawn by torchvision's own parameter functions
+in the order its per-image transforms draw them, from a generator the caller seeds: the same seed
+gives the same images as torchvision's transforms in a seeded DataLoader worker.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +24,6 @@ __all__ = ["AugmentParams", "TrainAugment", "build_decode", "build_transforms", 
 # torchvision's RandomErasing defaults (Zhong et al., "Random Erasing Data Augmentation", 2020).
 ERASE_SCALE = (0.02, 0.33)
 ERASE_RATIO = (0.3, 3.3)
-ERASE_ATTEMPTS = 10
 
 
 def pad_for(input_size: tuple[int, int]) -> int:
@@ -69,8 +68,9 @@ class TrainAugment:
     Horizontal flip (p=0.5), zero padding by :func:`pad_for` and a random crop back to the input size,
     scaling to [0, 1], then random erasing (p=``erasing_p``) with torchvision's ``RandomErasing``
     parameters: up to 10 attempts at an area of 2-33% and an aspect ratio of 0.3-3.3, the first that
-    fits is used. The result equals torchvision's per-image ``hflip``, ``pad``, ``crop``,
-    ``to_tensor`` and ``erase`` with the same parameters.
+    fits is used. Draws and pixels both equal torchvision's per-image ``Compose([RandomHorizontalFlip(),
+    Pad(pad), RandomCrop(size), ToTensor(), RandomErasing(value=mean)])`` on a resized image, run from
+    the same generator state.
 
     Random erasing fills with the ImageNet mean in [0, 1] units, which the model's own normalisation
     maps to zero, as erasing with 0 after normalisation does in torchreid and fast-reid.
@@ -81,36 +81,44 @@ class TrainAugment:
         self.pad = pad_for(input_size)
         self.erasing_p = erasing_p
         self.fill = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self._fill = list(IMAGENET_MEAN)
+        # torchvision's get_params read only the shape of the image they are given.
+        self._shape = torch.empty(()).expand(3, self.height, self.width)
+        self._padded_shape = torch.empty(()).expand(3, self.height + 2 * self.pad, self.width + 2 * self.pad)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, self.sample(len(images), generator))
 
     def sample(self, n: int, generator: torch.Generator) -> AugmentParams:
-        """Draw the parameters of ``n`` images; the generator advances by the same amount every call."""
+        """Draw the parameters of ``n`` images from ``generator``, which advances past them.
 
-        def uniform(*shape: int) -> torch.Tensor:
-            return torch.rand(shape, generator=generator, dtype=torch.float64)
+        The draws are torchvision's own (``RandomHorizontalFlip``, ``RandomCrop.get_params``,
+        ``RandomErasing``), image after image, on ``generator``'s stream: a DataLoader worker seeded
+        like ``generator`` and running the per-image transforms draws exactly these.
+        """
+        # torchvision draws from torch's global generator: lend it the caller's state, then give it back.
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(generator.get_state())
+            rows = [self._draw() for _ in range(n)]
+            generator.set_state(torch.get_rng_state())
+        flip, top, left, erase = zip(*rows, strict=True) if rows else ((), (), (), ())
+        return AugmentParams(
+            torch.tensor(flip, dtype=torch.bool),
+            torch.tensor(top, dtype=torch.int64),
+            torch.tensor(left, dtype=torch.int64),
+            torch.tensor(erase, dtype=torch.int64).reshape(n, 4),
+        )
 
-        flip = uniform(n) < 0.5
-        span = 2 * self.pad + 1
-        top = (uniform(n) * span).long()
-        left = (uniform(n) * span).long()
-        return AugmentParams(flip, top, left, self._erase_boxes(uniform(n) < self.erasing_p, uniform))
-
-    def _erase_boxes(self, erase: torch.Tensor, uniform: Callable[..., torch.Tensor]) -> torch.Tensor:
-        n, (hh, ww) = len(erase), (self.height, self.width)
-        area = hh * ww * (ERASE_SCALE[0] + (ERASE_SCALE[1] - ERASE_SCALE[0]) * uniform(n, ERASE_ATTEMPTS))
-        lo, hi = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
-        aspect = torch.exp(lo + (hi - lo) * uniform(n, ERASE_ATTEMPTS))
-        h = torch.round(torch.sqrt(area * aspect)).long()
-        w = torch.round(torch.sqrt(area / aspect)).long()
-        fits = (h < hh) & (w < ww)
-        first = fits.long().argmax(1, keepdim=True)  # the first attempt that fits, as RandomErasing takes it
-        h, w = h.gather(1, first)[:, 0], w.gather(1, first)[:, 0]
-        use = erase & fits.any(1)
-        i = (uniform(n) * (hh - h + 1)).long()
-        j = (uniform(n) * (ww - w + 1)).long()
-        return torch.stack([i, j, h, w], 1) * use.unsqueeze(1)
+    def _draw(self) -> tuple[bool, int, int, tuple[int, int, int, int]]:
+        # The calls and their order are those of the per-image transform: flip, pad + crop, erasing.
+        flip = bool(torch.rand(1) < 0.5)
+        top, left, _, _ = T.RandomCrop.get_params(self._padded_shape, (self.height, self.width))
+        box = (0, 0, 0, 0)
+        if torch.rand(1) < self.erasing_p:
+            i, j, h, w, _ = T.RandomErasing.get_params(self._shape, ERASE_SCALE, ERASE_RATIO, value=self._fill)
+            if h < self.height:  # get_params returns the whole image when no attempt fits: nothing erased
+                box = (i, j, h, w)
+        return flip, top, left, box
 
     def _crop(self, padded: torch.Tensor, flip: bool, top: int, left: int) -> torch.Tensor:
         # Padding is symmetric, so cropping a flipped image at `left` is flipping the crop at the mirrored

@@ -30,8 +30,13 @@ class TrainConfig:
 
     ``num_workers`` processes decode the training images; when they take at most ``cache_images_mb``
     MiB (uint8 at the input size) they are decoded once and kept in memory, and the workers are needed
-    only for that first pass. ``channels_last`` applies on CPUs too (faster convolutions, batch norm and
-    pooling there as well); ``amp`` only on CUDA.
+    only for that first pass. The augmentation draws from one stream per worker, as torch's DataLoader
+    seeds them (``data.loader.TrainLoader.epoch_streams``), so a seed trains the same model for the same
+    ``num_workers`` whether or not the images are kept in memory.
+
+    ``channels_last``: None uses it on CUDA only. On a CPU it is about 5% faster, but its convolutions
+    add in another order, and training amplifies that rounding into a different model: opt in with True
+    when a seed need not reproduce an NCHW run. ``amp`` applies on CUDA only.
     """
 
     epochs: int = 120
@@ -54,7 +59,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_grad: float = 0.0
     amp: bool = True
-    channels_last: bool = True
+    channels_last: bool | None = None
     seed: int = 0
     eval_every: int = 10
     eval_batch_size: int = 64
@@ -85,6 +90,10 @@ class TrainConfig:
             return cls(**d)
         except TypeError as e:
             raise InputError(f"invalid training options: {e}") from None
+
+    def uses_channels_last(self, device_type: str) -> bool:
+        """Whether training on ``device_type`` ("cpu", "cuda") runs channels-last."""
+        return self.channels_last if self.channels_last is not None else device_type == "cuda"
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

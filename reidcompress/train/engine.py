@@ -28,6 +28,7 @@ from reidcompress.models._surgery import resize_modules, weight_shapes
 from reidcompress.models.checkpoint import save_model
 from reidcompress.models.reid import ReIDNet
 from reidcompress.train import _state
+from reidcompress.train._malloc import keep_freed_memory
 from reidcompress.train._optim import build_optimizer, build_scheduler
 from reidcompress.train._progress import EpochProgress
 from reidcompress.train.callbacks import Callback, DistillationCallback, call_all, sum_extra_losses
@@ -90,7 +91,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         cuda = self.device.type == "cuda"
         self.amp = config.amp and cuda
-        self.channels_last = config.channels_last
+        self.channels_last = config.uses_channels_last(self.device.type)
         self.epoch = 0
         self.step = 0
         self.should_stop = False
@@ -216,6 +217,8 @@ def train(
     """
     ctx = current_context(device)
     _check_inputs(model, train_items, config, ctx)
+    if ctx.device.type == "cpu":
+        keep_freed_memory()
     paths = RunPaths.beside(check_output_path(out)) if out is not None else None
     _seed_everything(config.seed + ctx.rank)
     fingerprint = _state.run_fingerprint(model.config.to_dict(), train_items) if paths is not None else None
@@ -261,7 +264,7 @@ def _make_trainer(
         _check_teacher(model, teacher)
         callbacks.insert(0, DistillationCallback(teacher, config.distill_weight, config.distill_loss))
     model.to(ctx.device)
-    if config.channels_last:
+    if config.uses_channels_last(ctx.device.type):
         model.to(memory_format=torch.channels_last)
     trainer = Trainer(model, config, ctx, callbacks)
     if state is not None:
@@ -325,7 +328,7 @@ def _restore_rng(state: Mapping[str, Any], trainer: Trainer) -> None:
         # Another number of processes cannot replay the same batches; stay deterministic at least.
         _seed_everything(state["config"]["seed"] + ctx.rank + 1000 * int(state["epoch"]))
         return
-    # The loader's augmentation needs nothing restored: it draws from a generator seeded by (seed, rank, epoch).
+    # The loader's augmentation needs nothing restored: its streams follow from (seed, rank, epoch, num_workers).
     _state.restore_rng(rngs[ctx.rank], ctx.device)
 
 
