@@ -67,7 +67,7 @@ ChannelsLast = Annotated[
     bool | None,
     typer.Option(
         "--channels-last/--no-channels-last",
-        help="channels-last memory (default: on CUDA only; on a CPU ~5% faster, but a seed no longer "
+        help="channels-last memory (default: on CUDA only; on a CPU ~10% faster, but a seed no longer "
         "reproduces an NCHW run).",
         rich_help_panel=_TRAIN,
     ),

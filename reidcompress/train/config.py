@@ -34,7 +34,7 @@ class TrainConfig:
     seeds them (``data.loader.TrainLoader.epoch_streams``), so a seed trains the same model for the same
     ``num_workers`` whether or not the images are kept in memory.
 
-    ``channels_last``: None uses it on CUDA only. On a CPU it is about 5% faster, but its convolutions
+    ``channels_last``: None uses it on CUDA only. On a CPU it is about 10% faster, but its convolutions
     add in another order, and training amplifies that rounding into a different model: opt in with True
     when a seed need not reproduce an NCHW run. ``amp`` applies on CUDA only.
     """
