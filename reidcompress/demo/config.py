@@ -15,7 +15,7 @@ __all__ = ["DemoConfig"]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The demo's settings. The default finishes in about 5 minutes on 2 CPU cores.
+    """The demo's settings. The default finishes in about 3 minutes on 2 CPU cores.
 
     ``quick`` is the smoke-test size used by the tests (tiny network, 64x32, a few epochs).
     """
