@@ -62,7 +62,15 @@ def load_torchreid_model_file(src: Path, stem: str) -> ModuleType:
 
 
 def per_image_train_loader(
-    items: Sequence[ImageItem], size: tuple[int, int], p: int, k: int, *, seed: int = 0, num_workers: int = 0
+    items: Sequence[ImageItem],
+    size: tuple[int, int],
+    p: int,
+    k: int,
+    *,
+    seed: int = 0,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """P x K batches as the previous release loaded them: each image read, resized and augmented by
     torchvision's PIL transforms in a DataLoader worker (``num_workers=0``: in this process, from
@@ -77,8 +85,8 @@ def per_image_train_loader(
             T.RandomErasing(p=0.5, scale=ERASE_SCALE, ratio=ERASE_RATIO, value=IMAGENET_MEAN),
         ]
     )
-    sampler = PKSampler([it.pid for it in items], p, k, seed=seed)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0]).generate_state(1)[0]))
+    sampler = PKSampler([it.pid for it in items], p, k, seed=seed, rank=rank, world_size=world_size)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
     return DataLoader(
         ImageDataset(items, transform), batch_sampler=sampler, num_workers=num_workers, generator=generator
     )

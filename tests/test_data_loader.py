@@ -16,8 +16,9 @@ from reidcompress.data.datasets import ImageItem, load_dataset
 from reidcompress.data.loader import ImageDataset, build_eval_loader, build_train_loader, decode_images, load_image
 from reidcompress.data.transforms import AugmentParams, TrainAugment, build_transforms, pad_for
 from reidcompress.errors import DatasetError
-from reidcompress.models.reid import IMAGENET_MEAN
+from reidcompress.models.reid import IMAGENET_MEAN, ReIDConfig, ReIDNet
 from reidcompress.testing import per_image_train_loader
+from reidcompress.train import TrainConfig, engine
 
 
 def test_load_image_converts_to_rgb_and_reports_bad_files(tmp_path: Path) -> None:
@@ -87,19 +88,21 @@ def test_draws_are_torchvision_transforms_on_the_same_generator_state() -> None:
     assert pad_for((256, 128)) == 10 and pad_for((64, 32)) == 2
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_memory_loader_replays_the_per_image_dataloader(synth_root: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "rank"), [(1, 0), (2, 0), (2, 1)])
+def test_memory_loader_replays_the_per_image_dataloader(synth_root: Path, workers: int, rank: int) -> None:
     """The same seed gives the same batches as the previous release's per-image loading, epoch after
-    epoch, because the streams are those torch's DataLoader gives its workers."""
+    epoch, because the streams are those torch's DataLoader gives its workers (rank 1 of 2 too)."""
     data = load_dataset(synth_root)
-    mine = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers)
-    reference = per_image_train_loader(data.train, (64, 32), 3, 2, seed=5, num_workers=workers)
+    dist = dict(rank=rank, world_size=1 + rank)
+    mine = build_train_loader(data.train, (64, 32), p=3, k=2, seed=5, num_workers=workers, **dist)
+    reference = per_image_train_loader(data.train, (64, 32), 3, 2, seed=5, num_workers=workers, **dist)
     for epoch in range(3):
         mine.batch_sampler.set_epoch(epoch)
         reference.batch_sampler.set_epoch(epoch)
-        ref_batches = iter(reference)  # the DataLoader draws its base seed once per epoch, here
-        for a, b in zip(mine, ref_batches, strict=True):
-            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
+        pairs = list(zip(mine, reference, strict=True))  # the DataLoader draws its base seed here, once an epoch
+        assert pairs
+        for a, b in pairs:
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # images, pids, camids, indices
 
 
 def test_augmentation_draws_depend_on_the_generator_only() -> None:
@@ -178,3 +181,31 @@ def test_eval_loader_keeps_order(synth_root: Path) -> None:
     assert pids == [it.pid for it in data.gallery]
     first = build_transforms((64, 32), train=False)(load_image(data.gallery[0].path))
     assert torch.equal(xs[0][0], first)
+
+
+def test_training_on_either_loader_ends_at_the_same_weights(synth_root: Path, monkeypatch) -> None:
+    """Two epochs through the engine on the in-memory loader and on the per-image DataLoader end at
+    the same weights to the last bit: the data path changed nothing that is trained (NCHW, CPU)."""
+    data = load_dataset(synth_root)
+    config = TrainConfig(epochs=2, lr=1e-3, p=3, k=2, num_workers=1, eval_every=0, warmup_epochs=0, seed=3)
+
+    def trained() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=data.num_train_pids))
+        return engine.train(model, data.train, config, device="cpu").model.state_dict()
+
+    mine = trained()
+    monkeypatch.setattr(
+        engine,
+        "_build_loader",
+        lambda items, model, c, ctx: per_image_train_loader(items, (64, 32), c.p, c.k, seed=c.seed, num_workers=1),
+    )
+    reference = trained()
+    assert mine.keys() == reference.keys()
+    assert all(torch.equal(mine[k], reference[k]) for k in mine)
+    assert not torch.equal(mine["backbone.conv1.weight"], _untrained_conv1(data.num_train_pids))
+
+
+def _untrained_conv1(classes: int) -> torch.Tensor:
+    torch.manual_seed(0)
+    return ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=classes)).backbone.conv1.weight

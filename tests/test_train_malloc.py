@@ -7,16 +7,16 @@ import sys
 
 import pytest
 
-from reidcompress.train._malloc import keep_freed_memory
+from reidcompress.train._malloc import available
 
 # What a training step does to memory: several activation-sized blocks (8 MiB) allocated, then all freed.
-# Prints the minor page faults of the rounds after the first.
+# Prints the minor page faults of the 20 rounds after the first.
 ROUNDS = """
 import resource, sys, torch
 from reidcompress.train._malloc import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
-for step in range(6):
+for step in range(21):
     if step == 1:
         start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     blocks = [torch.ones(2 * 2**20) for _ in range(4)]
@@ -30,10 +30,14 @@ def _faults(mode: str) -> int:
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not keep_freed_memory(), reason="needs glibc's mallopt")
+@pytest.mark.skipif(not available(), reason="needs glibc's mallopt")
 def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
-    # By default glibc gives the freed heap top back to the kernel once it exceeds twice the largest
-    # freed block, so each round faults its 32 MiB in again (2,048 pages a block); kept, it is reused.
-    default, kept = _faults("default"), _faults("keep")
-    assert default >= 5 * 4 * 2048 * 0.9
-    assert kept < default / 10
+    # Kept, the blocks are faulted in once and reused: at most one block's pages (2,048) in 20 rounds.
+    kept = _faults("keep")
+    assert kept <= 2048 + 256
+    # By default glibc usually gives freed blocks back to the kernel (the heap top once it exceeds twice
+    # the largest freed block) and faults them in again every round; where the top happens to be pinned
+    # by another allocation, or huge pages or an LD_PRELOAD allocator are in use, it reuses them too.
+    default = _faults("default")
+    if default >= 20 * 2048:
+        assert kept < default / 10

@@ -10,7 +10,8 @@ its own process, so that each has its own memory allocator settings):
   and the demo do on a CPU.
 - ``after-cl``: ``after`` in channels-last (``--channels-last``): faster, but not the same numbers.
 
-``before``, ``data`` and ``after`` train bit-identical models (the loss column shows it); ``after-cl``
+``before``, ``data`` and ``after`` train bit-identical models with ``--workers`` 1 or more (the loss column
+shows it; with 0, ``before`` draws from torch's global generator and differs); ``after-cl``
 rounds differently. Epochs alternate between variants (``before`` epoch 1, ``after`` epoch 1, ``before``
 epoch 2, ...), so load from elsewhere on the machine hits them alike; the ratios per round are the
 numbers to compare. Each epoch runs the engine's own epoch loop (``train.engine``) with the demo's
@@ -28,6 +29,7 @@ Goal (issue 19): training images/s at least doubled on 2 cores; ``reidcompress d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import resource
@@ -177,18 +179,21 @@ def start(names: Sequence[str], root: Path, config: TrainConfig, seed: int, thre
     for name in names:
         mine, theirs = ctx.Pipe()
         args = (theirs, name, root, config, seed, threads, mp.get_start_method())
-        proc = ctx.Process(target=serve, args=args, daemon=False)
+        proc = ctx.Process(target=serve, args=args, daemon=False)  # daemons may not start loading workers
         proc.start()
+        theirs.close()  # so that a variant dying shows here as end-of-file instead of a wait forever
         variants.append(Variant(name, mine, proc))
-    for v in variants:
-        v.setup_s = v.conn.recv()
     return variants
 
 
 def stop(variants: Sequence[Variant]) -> None:
     for v in variants:
-        v.conn.send(None)
-        v.process.join()
+        if v.process.is_alive():
+            with contextlib.suppress(OSError):  # it ended between the check and the send
+                v.conn.send(None)
+        v.process.join(timeout=30)
+        if v.process.is_alive():
+            v.process.terminate()
 
 
 def demo_config(epochs: int, ids: int, seed: int, workers: int) -> TrainConfig:
@@ -267,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not names or any(v not in VARIANTS for v in names):
         p.error(f"--variants: choose from {', '.join(VARIANTS)}")
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
     demo = DemoConfig()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
@@ -278,8 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ds = load_dataset(root)
         config = demo_config(args.epochs, ds.num_train_pids, args.seed, args.workers)
         log(f"{len(ds.train)} training images, {args.threads} threads, {args.workers} workers")
-        variants = start(names, root, config, args.seed, args.threads)
+        variants: list[Variant] = []
         try:
+            variants = start(names, root, config, args.seed, args.threads)
+            for v in variants:
+                v.setup_s = v.conn.recv()
             for _ in rounds(variants, args.epochs):
                 pass
             summary = summarise(variants, min(args.skip, args.epochs - 1))

@@ -58,7 +58,12 @@ EvalEvery = Annotated[
     int | None, typer.Option(help="Evaluate every N epochs, and after the last (default: 10).", rich_help_panel=_TRAIN)
 ]
 NumWorkers = Annotated[
-    int | None, typer.Option(help="Data-loading processes per rank (default: 2).", rich_help_panel=_TRAIN)
+    int | None,
+    typer.Option(
+        help="Data-loading processes per rank (default: 2); each has its own augmentation stream, as in torch's "
+        "DataLoader, so the count is part of what a seed reproduces.",
+        rich_help_panel=_TRAIN,
+    ),
 ]
 Amp = Annotated[
     bool | None, typer.Option("--amp/--no-amp", help="Mixed precision (CUDA only).", rich_help_panel=_TRAIN)

@@ -77,7 +77,7 @@ class TrainLoader:
     Images come decoded either from memory (:func:`decode_images`, done once) or from disk through a
     ``DataLoader`` with ``num_workers`` processes; both give the same batches. The augmentation runs on
     whole batches in this process (:meth:`epoch_streams`): an epoch's batches depend on ``(seed, rank,
-    epoch, num_workers)`` alone, so a resumed run replays them without saved generator state.
+    world_size, epoch, num_workers)`` alone, so a resumed run replays them without saved generator state.
     Call ``loader.batch_sampler.set_epoch(e)`` before each epoch.
     """
 
@@ -119,9 +119,11 @@ class TrainLoader:
         They are the ones torch's DataLoader gives its workers when the per-image transforms run
         there, as they did before images were kept in memory: per epoch a base seed from a generator
         seeded by ``(seed, rank)``, worker ``w`` seeded ``base + w`` and loading every ``num_workers``-th
-        batch. So a seed trains the same model as it did with per-image loading. Without workers a
-        single stream seeded ``base`` stands in for torch's global generator, which per-image loading
-        drew from in the main process.
+        batch. So a seed trains the same model as it did with per-image loading, for one worker or more.
+        Without workers, per-image loading drew from torch's global generator, between whatever else
+        the process drew (model initialisation, callbacks), so its augmentation depended on them and a
+        resume needed the global state saved; a single stream seeded ``base`` replaces it here, which
+        trains like ``num_workers=1`` and not like the previous release's ``num_workers=0``.
         """
         loader_seed = np.random.SeedSequence([self.seed, self.rank]).generate_state(1)[0]
         loader_generator = torch.Generator().manual_seed(int(loader_seed))

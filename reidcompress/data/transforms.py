@@ -24,6 +24,9 @@ __all__ = ["AugmentParams", "TrainAugment", "build_decode", "build_transforms", 
 # torchvision's RandomErasing defaults (Zhong et al., "Random Erasing Data Augmentation", 2020).
 ERASE_SCALE = (0.02, 0.33)
 ERASE_RATIO = (0.3, 3.3)
+# What RandomErasing.get_params is told to fill with: any list (we fill ourselves), as None would
+# make it draw random pixels and so consume draws the per-image transform with a fill value does not.
+_ANY_FILL = [0.0]
 
 
 def pad_for(input_size: tuple[int, int]) -> int:
@@ -81,7 +84,6 @@ class TrainAugment:
         self.pad = pad_for(input_size)
         self.erasing_p = erasing_p
         self.fill = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._fill = list(IMAGENET_MEAN)
         # torchvision's get_params read only the shape of the image they are given.
         self._shape = torch.empty(()).expand(3, self.height, self.width)
         self._padded_shape = torch.empty(()).expand(3, self.height + 2 * self.pad, self.width + 2 * self.pad)
@@ -100,7 +102,8 @@ class TrainAugment:
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(generator.get_state())
             rows = [self._draw() for _ in range(n)]
-            generator.set_state(torch.get_rng_state())
+            state = torch.get_rng_state()
+        generator.set_state(state)
         flip, top, left, erase = zip(*rows, strict=True) if rows else ((), (), (), ())
         return AugmentParams(
             torch.tensor(flip, dtype=torch.bool),
@@ -115,7 +118,7 @@ class TrainAugment:
         top, left, _, _ = T.RandomCrop.get_params(self._padded_shape, (self.height, self.width))
         box = (0, 0, 0, 0)
         if torch.rand(1) < self.erasing_p:
-            i, j, h, w, _ = T.RandomErasing.get_params(self._shape, ERASE_SCALE, ERASE_RATIO, value=self._fill)
+            i, j, h, w, _ = T.RandomErasing.get_params(self._shape, ERASE_SCALE, ERASE_RATIO, value=_ANY_FILL)
             if h < self.height:  # get_params returns the whole image when no attempt fits: nothing erased
                 box = (i, j, h, w)
         return flip, top, left, box

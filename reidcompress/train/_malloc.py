@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["available", "keep_freed_memory"]
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -24,16 +25,31 @@ _TRIM_THRESHOLD = 2**30
 _done = False
 
 
-def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process (once); False where there is no glibc."""
-    global _done
-    if _done:
-        return True
+def _mallopt() -> Callable[[int, int], int] | None:
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        return ctypes.CDLL(None).mallopt  # type: ignore[no-any-return]
     except (OSError, AttributeError):  # another C library (musl has no mallopt)
-        return False
+        return None
+
+
+def available() -> bool:
+    """Whether this process's C library has glibc's ``mallopt`` (checked without calling it)."""
+    return _mallopt() is not None
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for the rest of this process (once); False without glibc.
+
+    Process-wide and for good: after training the process keeps up to its peak heap (freed memory is
+    not returned until 1 GiB is free at the top), and glibc's own threshold adjustment stays off. Under
+    an ``LD_PRELOAD`` allocator (jemalloc, tcmalloc), which already reuses freed memory, the call
+    reaches glibc's unused malloc and changes nothing.
+    """
+    global _done
+    mallopt = _mallopt()
+    if _done or mallopt is None:
+        return _done
     _done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _done

@@ -19,9 +19,13 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("step", "cosine")
-# Fields that may change when a run is resumed: they do not alter what was already trained.
-# Where decoded images come from (memory or disk) does not change the batches either.
-RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "eval_batch_size", "num_workers", "cache_images_mb"})
+# Fields that may change when a run is resumed: they do not alter what was already trained. Where
+# decoded images come from (memory or disk) does not change the batches; the number of workers changes
+# the augmentation streams of the epochs still to come, and channels-last only their rounding (a state
+# from before None existed holds True, which then meant CUDA only).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "eval_every", "eval_batch_size", "num_workers", "cache_images_mb", "channels_last"}
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class TrainConfig:
     MiB (uint8 at the input size) they are decoded once and kept in memory, and the workers are needed
     only for that first pass. The augmentation draws from one stream per worker, as torch's DataLoader
     seeds them (``data.loader.TrainLoader.epoch_streams``), so a seed trains the same model for the same
-    ``num_workers`` whether or not the images are kept in memory.
+    ``num_workers`` whether or not the images are kept in memory, and (for one worker or more) the same
+    model as the previous release's per-image loading.
 
     ``channels_last``: None uses it on CUDA only. On a CPU it is about 10% faster, but its convolutions
     add in another order, and training amplifies that rounding into a different model: opt in with True

@@ -214,6 +214,8 @@ def train(
         device: auto | cpu | cuda | cuda:N (ignored under torchrun, which gives each rank its GPU).
         meta: extra entries for the saved checkpoint's ``meta``.
         progress: show a progress bar on stderr (rank 0).
+
+    On a CPU this keeps freed memory in the process for reuse from then on (``train._malloc``).
     """
     ctx = current_context(device)
     _check_inputs(model, train_items, config, ctx)
