@@ -26,10 +26,10 @@ from torchvision import transforms as T
 from reidcompress.data.datasets import ImageItem
 from reidcompress.data.loader import ImageDataset
 from reidcompress.data.sampler import PKSampler
-from reidcompress.data.transforms import ERASE_RATIO, ERASE_SCALE, pad_for
+from reidcompress.data.transforms import pad_for
 from reidcompress.models.reid import IMAGENET_MEAN
 
-__all__ = ["randomise_norms", "load_torchreid_model_file", "per_image_train_loader"]
+__all__ = ["randomise_norms", "load_torchreid_model_file", "per_image_augment", "per_image_train_loader"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -75,18 +75,23 @@ def per_image_train_loader(
     """P x K batches as the previous release loaded them: each image read, resized and augmented by
     torchvision's PIL transforms in a DataLoader worker (``num_workers=0``: in this process, from
     torch's global generator). Call ``loader.batch_sampler.set_epoch(e)`` before each epoch."""
-    transform = T.Compose(
-        [
-            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
-            T.RandomHorizontalFlip(),
-            T.Pad(pad_for(size)),
-            T.RandomCrop(size),
-            T.ToTensor(),
-            T.RandomErasing(p=0.5, scale=ERASE_SCALE, ratio=ERASE_RATIO, value=IMAGENET_MEAN),
-        ]
-    )
+    transform = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR), per_image_augment(size)])
     sampler = PKSampler([it.pid for it in items], p, k, seed=seed, rank=rank, world_size=world_size)
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
     return DataLoader(
         ImageDataset(items, transform), batch_sampler=sampler, num_workers=num_workers, generator=generator
+    )
+
+
+def per_image_augment(size: tuple[int, int], erasing_p: float = 0.5) -> T.Compose:
+    """The previous release's training augmentation of one resized PIL image, drawing from torch's
+    global generator: flip, pad and random crop, to [0, 1], random erasing with the ImageNet mean."""
+    return T.Compose(
+        [
+            T.RandomHorizontalFlip(),
+            T.Pad(pad_for(size)),
+            T.RandomCrop(size),
+            T.ToTensor(),
+            T.RandomErasing(p=erasing_p, value=IMAGENET_MEAN),  # torchvision's own scale and ratio, as before
+        ]
     )

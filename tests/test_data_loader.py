@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from reidcompress.data.datasets import ImageItem, load_dataset
@@ -17,7 +16,7 @@ from reidcompress.data.loader import ImageDataset, build_eval_loader, build_trai
 from reidcompress.data.transforms import AugmentParams, TrainAugment, build_transforms, pad_for
 from reidcompress.errors import DatasetError
 from reidcompress.models.reid import IMAGENET_MEAN, ReIDConfig, ReIDNet
-from reidcompress.testing import per_image_train_loader
+from reidcompress.testing import per_image_augment, per_image_train_loader
 from reidcompress.train import TrainConfig, engine
 
 
@@ -70,15 +69,7 @@ def test_draws_are_torchvision_transforms_on_the_same_generator_state() -> None:
     aug = TrainAugment(size, erasing_p=1.0)
     images = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     got = aug(images, torch.Generator().manual_seed(7))
-    per_image = T.Compose(
-        [
-            T.RandomHorizontalFlip(),
-            T.Pad(pad_for(size)),
-            T.RandomCrop(size),
-            T.ToTensor(),
-            T.RandomErasing(p=1.0, value=IMAGENET_MEAN),
-        ]
-    )
+    per_image = per_image_augment(size, erasing_p=1.0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         want = torch.stack([per_image(TF.to_pil_image(img)) for img in images])
@@ -189,10 +180,12 @@ def test_training_on_either_loader_ends_at_the_same_weights(synth_root: Path, mo
     data = load_dataset(synth_root)
     config = TrainConfig(epochs=2, lr=1e-3, p=3, k=2, num_workers=1, eval_every=0, warmup_epochs=0, seed=3)
 
-    def trained() -> dict[str, torch.Tensor]:
+    def untrained() -> ReIDNet:
         torch.manual_seed(0)
-        model = ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=data.num_train_pids))
-        return engine.train(model, data.train, config, device="cpu").model.state_dict()
+        return ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=data.num_train_pids))
+
+    def trained() -> dict[str, torch.Tensor]:
+        return engine.train(untrained(), data.train, config, device="cpu").model.state_dict()
 
     mine = trained()
     monkeypatch.setattr(
@@ -203,9 +196,4 @@ def test_training_on_either_loader_ends_at_the_same_weights(synth_root: Path, mo
     reference = trained()
     assert mine.keys() == reference.keys()
     assert all(torch.equal(mine[k], reference[k]) for k in mine)
-    assert not torch.equal(mine["backbone.conv1.weight"], _untrained_conv1(data.num_train_pids))
-
-
-def _untrained_conv1(classes: int) -> torch.Tensor:
-    torch.manual_seed(0)
-    return ReIDNet(ReIDConfig(arch="tiny", input_size=(64, 32), num_classes=classes)).backbone.conv1.weight
+    assert not torch.equal(mine["backbone.conv1.weight"], untrained().backbone.conv1.weight)
